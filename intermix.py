@@ -241,11 +241,12 @@ def mix_targets(y_i, y_j, r):
         r: array, shape ``(N,)``, the ratio of the *targets* (always r, never p).
 
     Returns:
-        Array ``(N, C)`` in the dtype of ``y_i``.
+        Float array ``(N, C)``: float32 for integer or float32 targets, float64 for float64.
     """
     xp = _xp(y_i)
-    r = xp.asarray(r, dtype=y_i.dtype)[:, None]
-    return r * y_i + (1 - r) * y_j
+    dtype = np.result_type(y_i.dtype, np.float32)
+    r = xp.asarray(r, dtype=dtype)[:, None]
+    return r * y_i.astype(dtype, copy=False) + (1 - r) * y_j.astype(dtype, copy=False)
 
 
 def kl_divergence(logits, soft_target):

@@ -49,3 +49,75 @@ def write_json(path, obj):
             json.dump(obj, f, indent=2, sort_keys=True)
             f.write('\n')
     atomic_write(path, write)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-clip preprocessing (SPEC 3). Each takes a 1-D float array (samples) and returns a new one.
+
+def random_scale(sound, max_scale, rng):
+    """Time-scale augmentation: stretch by ``max_scale ** U(-1, 1)`` with linear interpolation.
+
+    Output length ``int(len(sound) * scale)`` samples; sample k is read at position k / scale
+    (BC-learning reference, ``U.random_scale``). Changes pitch and duration together.
+    """
+    scale = max_scale ** rng.uniform(-1, 1)
+    output_size = int(len(sound) * scale)
+    ref = np.arange(output_size) / scale
+    ref1 = ref.astype(np.int64)
+    ref2 = np.minimum(ref1 + 1, len(sound) - 1)
+    frac = ref - ref1
+    return sound[ref1] * (1 - frac) + sound[ref2] * frac
+
+
+def padding(sound, pad):
+    """Zero-pad ``pad`` samples on each side."""
+    return np.pad(sound, pad, mode='constant')
+
+
+def random_crop(sound, size, rng):
+    """A random window of ``size`` samples (start uniform over all valid offsets).
+
+    Raises ValueError if the sound is shorter than ``size``.
+    """
+    if len(sound) < size:
+        raise ValueError(f'random_crop: sound of {len(sound)} samples is shorter than {size}')
+    start = rng.integers(0, len(sound) - size + 1)
+    return sound[start:start + size]
+
+
+def normalize(sound, factor=32768.0):
+    """Divide by ``factor`` (int16 full scale -> [-1, 1))."""
+    return sound / factor
+
+
+def random_gain(sound, db, rng):
+    """Gain augmentation: multiply by ``10 ** (U(-db, db) / 20)`` (uniform in dB)."""
+    return sound * np.power(10, rng.uniform(-db, db) / 20.0)
+
+
+def multi_crop(sound, size, n_crops):
+    """``n_crops`` windows of ``size`` samples at equal strides from start to end.
+
+    Returns an array (n_crops, size). The stride is ``(len - size) // (n_crops - 1)`` as in the
+    reference; one crop is the window at offset 0. Raises ValueError if the sound is shorter than
+    ``size`` or n_crops < 1.
+    """
+    if n_crops < 1:
+        raise ValueError(f'multi_crop: n_crops must be >= 1, got {n_crops}')
+    if len(sound) < size:
+        raise ValueError(f'multi_crop: sound of {len(sound)} samples is shorter than {size}')
+    stride = (len(sound) - size) // (n_crops - 1) if n_crops > 1 else 0
+    return np.stack([sound[stride * i:stride * i + size] for i in range(n_crops)])
+
+
+def mean_and_standard_error(values):
+    """(mean, standard error of the mean) of a list of numbers; SE is 0.0 for a single value.
+
+    SE = sample standard deviation (ddof=1) / sqrt(n), as Table 1 of the paper reports.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError('mean_and_standard_error: no values')
+    if values.size == 1:
+        return float(values[0]), 0.0
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(values.size))

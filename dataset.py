@@ -1,0 +1,170 @@
+"""Datasets for training and testing (SPEC 2-4): fold splits, preprocessing, pairs for mixing.
+
+The generated files ``DATA/{dataset}/wav{fs//1000}.npz`` (see ``npzio``) hold int16 clips per
+fold. For split k, fold k is the test set and the other folds the training set.
+
+Three ``chainer.dataset.DatasetMixin`` classes:
+
+- :class:`TrainDataset` — standard learning: one preprocessed crop and its label.
+- :class:`PairDataset` — mixing methods: two clips of different classes and their labels; the
+  mixing itself happens inside the network (``intermix.Mixer``), at the input or a hidden layer.
+- :class:`TestDataset` — ``nCrops`` crops at equal strides of a whole clip, and its label.
+"""
+import os
+
+import numpy as np
+
+import compat  # noqa: F401
+import chainer
+
+import npzio
+import utils
+from utils import UserError
+
+
+def dataset_path(data_dir, dataset, fs):
+    """Path of the generated npz for ``dataset`` at ``fs`` Hz: ``DATA/dataset/wav{fs//1000}.npz``."""
+    return os.path.join(data_dir, dataset, f'wav{fs // 1000}.npz')
+
+
+def load_dataset(data_dir, dataset, fs, allow_pickle=False):
+    """Load the clips of ``dataset`` at ``fs`` Hz from ``data_dir`` (the ``--data`` folder).
+
+    Returns an ``npzio.SoundSet``. Raises UserError naming ``--data`` or the file when the folder
+    or file is missing, or the file's sample rate is not ``fs``.
+    """
+    if not os.path.isdir(data_dir):
+        raise UserError(f'--data {data_dir}: no such directory (generate it with esc_gen.py '
+                        f'or urbansound_gen.py)')
+    path = dataset_path(data_dir, dataset, fs)
+    if not os.path.isfile(path):
+        gen = 'urbansound_gen.py' if dataset == 'urbansound8k' else 'esc_gen.py'
+        raise UserError(f'{path}: not found; the network needs {dataset} at {fs} Hz '
+                        f'(run: python3 {gen} {data_dir} --source ...)')
+    soundset = npzio.load_sound_npz(path, allow_pickle=allow_pickle)
+    if int(soundset.fs) != int(fs):
+        raise UserError(f'{path}: holds {soundset.fs} Hz audio, the network needs {fs} Hz')
+    return soundset
+
+
+def split_folds(soundset, split):
+    """Training and test clips for ``split`` (the test fold).
+
+    Returns ``(train_sounds, train_labels), (test_sounds, test_labels)``: lists of int16 arrays
+    and int32 arrays. Raises UserError naming ``--split`` if that fold is not in the file, or if
+    no other fold is there to train on.
+    """
+    folds = sorted(soundset.folds)
+    if split not in soundset.folds:
+        raise UserError(f'--split {split}: fold {split} is not in {soundset.path} '
+                        f'(folds present: {", ".join(map(str, folds))})')
+    if len(folds) < 2:
+        raise UserError(f'--split {split}: {soundset.path} has only fold {split}; '
+                        f'nothing left to train on')
+    train_sounds, train_labels = [], []
+    for k in folds:
+        if k == split:
+            continue
+        sounds, labels = soundset.folds[k]
+        train_sounds.extend(sounds)
+        train_labels.extend(int(v) for v in labels)
+    test_sounds, test_labels = soundset.folds[split]
+    return ((train_sounds, np.asarray(train_labels, dtype=np.int32)),
+            (list(test_sounds), np.asarray(test_labels, dtype=np.int32)))
+
+
+class Preprocessor:
+    """The per-clip preprocessing of SPEC 3 (BC-learning reference) for crops of T samples.
+
+    Train: [scale x1.25^U(-1,1)] -> zero-pad T/2 each side -> random crop of T -> /32768 ->
+    [gain +-6 dB]; the bracketed steps only with ``strong_augment``.
+    Test: zero-pad T/2 each side -> /32768 -> ``n_crops`` crops at equal strides.
+    """
+
+    def __init__(self, input_length, strong_augment=False, n_crops=10):
+        self.input_length = int(input_length)
+        self.strong_augment = bool(strong_augment)
+        self.n_crops = int(n_crops)
+
+    def train(self, sound, rng):
+        """One training crop: float32 (T,) from an int16 clip, using ``rng`` (numpy Generator)."""
+        x = sound.astype(np.float64)
+        if self.strong_augment:
+            x = utils.random_scale(x, 1.25, rng)
+        x = utils.padding(x, self.input_length // 2)
+        x = utils.random_crop(x, self.input_length, rng)
+        x = utils.normalize(x, 32768.0)
+        if self.strong_augment:
+            x = utils.random_gain(x, 6.0, rng)
+        return x.astype(np.float32)
+
+    def test(self, sound):
+        """The test crops: float32 (n_crops, T) from an int16 clip (deterministic)."""
+        x = utils.padding(sound.astype(np.float64), self.input_length // 2)
+        x = utils.normalize(x, 32768.0)
+        return utils.multi_crop(x, self.input_length, self.n_crops).astype(np.float32)
+
+
+class TrainDataset(chainer.dataset.DatasetMixin):
+    """Standard learning: example i is ``(crop float32 (T,), label int32)`` of clip i."""
+
+    def __init__(self, sounds, labels, preprocessor, seed=None):
+        self.sounds = sounds
+        self.labels = np.asarray(labels, dtype=np.int32)
+        self.pre = preprocessor
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        return len(self.sounds)
+
+    def get_example(self, i):
+        return self.pre.train(self.sounds[i], self.rng), self.labels[i]
+
+
+class PairDataset(chainer.dataset.DatasetMixin):
+    """Mixing methods: each example is a pair of clips of different classes (SPEC 4).
+
+    Example i is ``(x_i, x_j, y_i, y_j)``: two preprocessed crops float32 (T,) and their int32
+    labels, the clips drawn uniformly at random until their classes differ (as the BC-learning
+    reference draws them). The length is half the number of clips: a batch of B pairs yields 2B
+    mixed examples (each clip mixed with its partner, both ways), so an epoch holds as many mixed
+    examples as there are training clips.
+
+    Raises UserError if the training clips hold fewer than two classes.
+    """
+
+    def __init__(self, sounds, labels, preprocessor, seed=None):
+        self.sounds = sounds
+        self.labels = np.asarray(labels, dtype=np.int32)
+        if len(np.unique(self.labels)) < 2:
+            raise UserError('mixing needs training clips of at least two classes; '
+                            f'found classes {sorted(set(self.labels.tolist()))}')
+        self.pre = preprocessor
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        return len(self.sounds) // 2
+
+    def get_example(self, i):
+        n = len(self.sounds)
+        while True:
+            a, b = self.rng.integers(0, n, size=2)
+            if self.labels[a] != self.labels[b]:
+                break
+        return (self.pre.train(self.sounds[a], self.rng), self.pre.train(self.sounds[b], self.rng),
+                self.labels[a], self.labels[b])
+
+
+class TestDataset(chainer.dataset.DatasetMixin):
+    """Test: example i is ``(crops float32 (nCrops, T), label int32)`` of clip i."""
+
+    def __init__(self, sounds, labels, preprocessor):
+        self.sounds = sounds
+        self.labels = np.asarray(labels, dtype=np.int32)
+        self.pre = preprocessor
+
+    def __len__(self):
+        return len(self.sounds)
+
+    def get_example(self, i):
+        return self.pre.test(self.sounds[i]), self.labels[i]

@@ -1,0 +1,194 @@
+"""Command-line options of ``main.py`` (the BC-learning reference's flags, plus InterMix's).
+
+Learning method (SPEC 4). ``--learning`` is a preset; explicit flags override its parts:
+
+| --learning | mixing points (--eligible) | weights (--mixup_type) | combination (--combination) |
+|------------|----------------------------|------------------------|-----------------------------|
+| standard   | none                       | -                      | -                           |
+| bc         | 0 (input)                  | sound (p, normalised)  | linear                      |
+| speechmix  | all hidden points of model | sound                  | linear                      |
+| intermix   | all hidden points of model | sound                  | interference (+ phase shift)|
+
+The reference CLIs' ``--BC`` switch turns mixing on without ``--learning``: with ``--eligible``
+naming a hidden point it means InterMix (the InterMix reference's ``--BC --eligible 1 2 3 4``),
+otherwise BC learning. ``--eligible`` without any mixing is an error.
+
+Defaults of nEpochs/LR/schedule/warmup come from the network class (``default_schedule``, SPEC
+6); nEpochs is doubled when mixing, as in the reference. ``--batchSize`` counts clips for standard
+learning (default 64) and pairs when mixing (default 32, i.e. 64 mixed examples per step).
+"""
+import argparse
+import os
+
+import models
+
+DATASETS = {  # name -> (number of classes, number of folds)
+    'esc50': (50, 5),
+    'esc10': (10, 5),
+    'urbansound8k': (10, 10),
+}
+LEARNING = ('standard', 'bc', 'speechmix', 'intermix')
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog='main.py',
+        description='Train and test sound classifiers with standard, BC, SpeechMix or InterMix '
+                    'learning (one model per split).')
+    g = p.add_argument_group('general')
+    g.add_argument('--data', required=True, help='folder made by esc_gen.py / urbansound_gen.py')
+    g.add_argument('--dataset', required=True, choices=sorted(DATASETS))
+    g.add_argument('--netType', required=True, choices=sorted(models.archs))
+    g.add_argument('--split', type=int, default=-1,
+                   help='test fold: ESC 1-5, UrbanSound8K 1-10; -1 runs every split (default)')
+    g.add_argument('--save', default=None,
+                   help='output folder (default results/DATASET-NETTYPE-LEARNING); one '
+                        'subfolder per split')
+    g.add_argument('--testOnly', action='store_true',
+                   help='evaluate the saved model of each split in --save, no training')
+    g.add_argument('--resume', action='store_true',
+                   help='continue unfinished splits in --save from their last snapshot and skip '
+                        'finished ones')
+    g.add_argument('--gpu', type=int, default=None,
+                   help='GPU id; -1 for CPU (default: GPU 0 if CuPy sees one, else CPU)')
+    g.add_argument('--seed', type=int, default=None,
+                   help='random seed (default: drawn at random and recorded in result.json)')
+    g.add_argument('--allowPickle', action='store_true',
+                   help='allow the legacy pickled npz of the reference generators (unpickling '
+                        'an untrusted file runs code)')
+
+    g = p.add_argument_group('learning method')
+    g.add_argument('--learning', choices=LEARNING, default=None, help='preset (see README)')
+    g.add_argument('--BC', '--bc', dest='BC', action='store_true',
+                   help='between-class mixing on (reference flag; see --learning)')
+    g.add_argument('--mixup_type', '--mixup-type', dest='mixup_type', choices=['sound', 'normal'],
+                   default='sound', help="sound: ratio p from A-weighted gains, normalised "
+                                         "(default); normal: plain mixup weights r, 1-r")
+    g.add_argument('--eligible', type=int, nargs='+', default=None,
+                   help='mixing points to draw from, one per batch (0 = input waveform)')
+    g.add_argument('--combination', choices=['linear', 'interference'], default=None,
+                   help='override the preset: linear (BC, SpeechMix) or interference (InterMix)')
+    g.add_argument('--gainSource', choices=['input', 'hidden'], default='input',
+                   help='gains for p at hidden points: input = the input clips (the paper, '
+                        'default); hidden = the hidden tensor flattened and read as 44.1 kHz '
+                        'audio (the reference SpeechMix/InterMix code)')
+    g.add_argument('--strongAugment', action='store_true',
+                   help='scale (x1.25^U(-1,1)) and gain (+-6 dB) augmentation')
+
+    g = p.add_argument_group('optimisation (defaults: SPEC 6 via the network)')
+    g.add_argument('--nEpochs', type=int, default=None)
+    g.add_argument('--LR', type=float, default=None, help='initial learning rate')
+    g.add_argument('--schedule', type=float, nargs='+', default=None,
+                   help='fractions of nEpochs at which the LR is multiplied by 0.1')
+    g.add_argument('--warmup', type=int, default=None, help='epochs at LR/10 at the start')
+    g.add_argument('--batchSize', type=int, default=None,
+                   help='clips per step for standard learning (64), pairs when mixing (32)')
+    g.add_argument('--weightDecay', type=float, default=5e-4)
+    g.add_argument('--momentum', type=float, default=0.9, help='Nesterov momentum')
+
+    g = p.add_argument_group('testing')
+    g.add_argument('--nCrops', type=int, default=10, help='test crops per clip')
+    g.add_argument('--testEvery', type=int, default=1,
+                   help='test every N epochs (the final epoch is always tested)')
+    g.add_argument('--testBatchSize', type=int, default=8,
+                   help='clips per test batch (each gives nCrops crops)')
+    return p
+
+
+def parse(argv=None):
+    """Parse and resolve options; errors exit with status 2 and a one-line message."""
+    parser = build_parser()
+    opt = parser.parse_args(argv)
+    try:
+        resolve(opt)
+    except ValueError as e:
+        parser.error(str(e))
+    return opt
+
+
+def resolve(opt):
+    """Fill derived settings in ``opt`` (in place). Raises ValueError naming the flag at fault."""
+    net = models.archs[opt.netType]
+    opt.nClasses, opt.nFolds = DATASETS[opt.dataset]
+    opt.fs = net.fs
+    opt.inputLength = net.input_length
+    hidden = sorted(k for k in net.mix_points if k > 0)
+
+    learning = opt.learning
+    if learning is None:
+        if opt.BC:
+            learning = 'intermix' if opt.eligible and any(k > 0 for k in opt.eligible) else 'bc'
+        else:
+            learning = 'standard'
+    elif opt.BC and learning == 'standard':
+        raise ValueError('--BC contradicts --learning standard')
+    opt.learning = learning
+    opt.mixing = learning != 'standard'
+
+    if not opt.mixing:
+        if opt.eligible is not None:
+            raise ValueError('--eligible needs a mixing method (--learning bc|speechmix|intermix '
+                             'or --BC)')
+        if opt.combination is not None:
+            raise ValueError('--combination needs a mixing method (--learning or --BC)')
+        opt.ratio = None
+    else:
+        if opt.eligible is None:
+            opt.eligible = [0] if learning == 'bc' else hidden
+        bad = [k for k in opt.eligible if k not in net.mix_points]
+        if bad:
+            points = ', '.join(f'{k} ({d})' for k, d in sorted(net.mix_points.items()))
+            raise ValueError(f'--eligible {" ".join(map(str, bad))}: {opt.netType} has mixing '
+                             f'points {points}')
+        opt.eligible = sorted(set(opt.eligible))
+        if opt.combination is None:
+            opt.combination = 'interference' if learning == 'intermix' else 'linear'
+        opt.ratio = 'sound' if opt.mixup_type == 'sound' else 'mixup'
+
+    defaults = net.default_schedule[opt.dataset]
+    if opt.nEpochs is None:
+        opt.nEpochs = defaults['nEpochs'] * (2 if opt.mixing else 1)
+    for key in ('LR', 'schedule', 'warmup'):
+        if getattr(opt, key) is None:
+            setattr(opt, key, defaults[key])
+    if opt.batchSize is None:
+        opt.batchSize = 32 if opt.mixing else 64
+
+    for key in ('nEpochs', 'batchSize', 'nCrops', 'testEvery', 'testBatchSize'):
+        if getattr(opt, key) < 1:
+            raise ValueError(f'--{key} must be at least 1, got {getattr(opt, key)}')
+    if opt.LR <= 0:
+        raise ValueError(f'--LR must be positive, got {opt.LR}')
+    if opt.warmup < 0:
+        raise ValueError(f'--warmup must be >= 0, got {opt.warmup}')
+    if any(not 0 < s < 1 for s in opt.schedule):
+        raise ValueError(f'--schedule: fractions must lie in (0, 1), got {opt.schedule}')
+
+    if opt.split == -1:
+        opt.splits = list(range(1, opt.nFolds + 1))
+    elif 1 <= opt.split <= opt.nFolds:
+        opt.splits = [opt.split]
+    else:
+        raise ValueError(f'--split {opt.split}: {opt.dataset} has splits 1-{opt.nFolds} '
+                         f'(or -1 for all)')
+    if opt.save is None:
+        opt.save = os.path.join('results', f'{opt.dataset}-{opt.netType}-{opt.learning}')
+    if opt.testOnly and opt.resume:
+        raise ValueError('--testOnly and --resume exclude each other')
+    return opt
+
+
+def describe(opt):
+    """The settings banner printed at start-up (lines of text)."""
+    rows = [('dataset', opt.dataset), ('netType', f'{opt.netType} ({opt.fs} Hz, T={opt.inputLength})'),
+            ('learning', opt.learning)]
+    if opt.mixing:
+        rows += [('eligible', ' '.join(map(str, opt.eligible))), ('combination', opt.combination),
+                 ('mixup_type', f'{opt.mixup_type} (gains: {opt.gainSource})')]
+    rows += [('augment', opt.strongAugment), ('nEpochs', opt.nEpochs), ('LR', opt.LR),
+             ('schedule', opt.schedule), ('warmup', opt.warmup),
+             ('batchSize', f'{opt.batchSize} {"pairs" if opt.mixing else "clips"}'),
+             ('splits', ' '.join(map(str, opt.splits))), ('save', opt.save)]
+    width = max(len(k) for k, _ in rows)
+    line = '+' + '-' * 40
+    return [line] + [f'| {k:<{width}} : {v}' for k, v in rows] + [line]
