@@ -1,0 +1,461 @@
+"""Build the ESC-50 and ESC-10 dataset files (SPEC 2) from the official ESC-50 release.
+
+Usage::
+
+    python3 esc_gen.py DATA [--source DIR_OR_ZIP]
+
+``--source`` is either an ESC-50 checkout (a directory holding ``meta/esc50.csv`` and
+``audio/*.wav``) or the ESC-50 master zip (``ESC-50-master/meta/esc50.csv`` etc. inside; members
+are read straight from the zip, nothing is extracted). Without ``--source`` the zip is downloaded
+from https://github.com/karoldvl/ESC-50/archive/master.zip into ``DATA/ESC-50-master.zip`` (kept,
+and reused by a later run).
+
+Writes, for every sample rate fs a registered network needs (``models.sample_rates()``: 16 kHz and
+44.1 kHz), in the pickle-free format of :mod:`npzio`:
+
+- ``DATA/esc50/wav{fs//1000}.npz``: all rows of ``meta/esc50.csv``; label = ``target`` (0-49),
+  class names indexed by target from the ``category`` column;
+- ``DATA/esc10/wav{fs//1000}.npz``: rows whose ``esc10`` column is True; labels 0-9 in ESC-10's
+  own order as the reference generator numbers them (dog, rain, sea_waves, crying_baby, clock_tick,
+  sneezing, helicopter, chainsaw, rooster, crackling_fire = ESC-50 targets 0, 10, 11, 20, 38, 21,
+  40, 41, 1, 12).
+
+The CSV is authoritative for fold and label; within a fold, clips keep the CSV order.
+
+Per clip: read as float64 (soundfile), downmix to mono (mean over channels), resample with a
+polyphase filter (``scipy.signal.resample_poly``, up/down = target/source rate reduced by their gcd;
+skipped when equal), convert to int16 (``clip(round(x * 32768))``), then trim leading and trailing
+digital silence (samples equal to 0), keeping ``x[first_nonzero:last_nonzero + 1]``. Trimming comes
+after resampling, as in the BC-learning reference, which trimmed the output of its ffmpeg
+conversion; so the two rates of a clip need not cover exactly the same time span.
+
+Everything is read, checked and converted in memory before anything is written (the full ESC-50 is
+about 1.2 GB of int16 at the two rates): a missing or malformed CSV, a row whose audio file is
+missing, an unreadable, empty or all-zero WAV ends the run with a one-line
+``esc_gen.py: error: ...`` naming the file (and CSV line), exit status 2, and no output. Each output
+file is written to a temporary name and renamed. A checkout holding only some of the clips (e.g.
+the 400 ESC-10 clips with a CSV listing only them) works; the classes and folds present are
+reported, and ESC-50 files of such a subset still have all 50 class names (labels stay the
+targets), so a subset is never mistaken for the full dataset silently.
+"""
+import argparse
+import collections
+import csv
+import http.client
+import io
+import math
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+
+import numpy as np
+import scipy.signal
+import soundfile as sf
+from tqdm import tqdm
+
+import npzio
+from utils import UserError, atomic_write
+
+PROG = 'esc_gen.py'
+ESC50_URL = 'https://github.com/karoldvl/ESC-50/archive/master.zip'
+ZIP_NAME = 'ESC-50-master.zip'
+DOWNLOAD_TIMEOUT_S = 30
+CSV_PATH = 'meta/esc50.csv'
+REQUIRED_COLUMNS = ('filename', 'fold', 'target', 'category', 'esc10')
+
+# ESC-10 label -> ESC-50 target, and the ESC-10 class names in label order (SPEC 2).
+ESC10_TARGETS = (0, 10, 11, 20, 38, 21, 40, 41, 1, 12)
+ESC10_CLASSES = ('dog', 'rain', 'sea_waves', 'crying_baby', 'clock_tick', 'sneezing',
+                 'helicopter', 'chainsaw', 'rooster', 'crackling_fire')
+
+# Official ESC-50 category of each target, used only for targets absent from a subset's CSV.
+ESC50_CLASSES = (
+    'dog', 'rooster', 'pig', 'cow', 'frog', 'cat', 'hen', 'insects', 'sheep', 'crow',
+    'rain', 'sea_waves', 'crackling_fire', 'crickets', 'chirping_birds', 'water_drops', 'wind',
+    'pouring_water', 'toilet_flush', 'thunderstorm',
+    'crying_baby', 'sneezing', 'clapping', 'breathing', 'coughing', 'footsteps', 'laughing',
+    'brushing_teeth', 'snoring', 'drinking_sipping',
+    'door_wood_knock', 'mouse_click', 'keyboard_typing', 'door_wood_creaks', 'can_opening',
+    'washing_machine', 'vacuum_cleaner', 'clock_alarm', 'clock_tick', 'glass_breaking',
+    'helicopter', 'chainsaw', 'siren', 'car_horn', 'engine', 'train', 'church_bells', 'airplane',
+    'fireworks', 'hand_saw')
+
+Row = collections.namedtuple('Row', 'line filename fold target category esc10')
+
+
+# --------------------------------------------------------------------------------------------
+# Sources: an ESC-50 checkout directory or the master zip
+
+
+class DirSource:
+    """ESC-50 checkout on disk: ``root/meta/esc50.csv`` and ``root/audio/*.wav``."""
+
+    def __init__(self, root):
+        self.root = root
+        self.csv_name = os.path.join(root, CSV_PATH)
+
+    def read_csv_text(self):
+        try:
+            with open(self.csv_name, 'rb') as f:
+                return f.read()
+        except FileNotFoundError:
+            raise UserError('%s: no such file (is --source %s an ESC-50 checkout?)'
+                            % (self.csv_name, self.root)) from None
+        except OSError as e:
+            raise UserError('%s: cannot read (%s)' % (self.csv_name, e)) from None
+
+    def audio_name(self, filename):
+        return os.path.join(self.root, 'audio', filename)
+
+    def has_audio(self, filename):
+        return os.path.isfile(self.audio_name(filename))
+
+    def open_audio(self, filename):
+        return self.audio_name(filename)
+
+    def close(self):
+        pass
+
+
+class ZipSource:
+    """The ESC-50 master zip; members are read in memory (``zipfile`` + ``BytesIO``)."""
+
+    def __init__(self, zip_path):
+        self.zip_path = zip_path
+        try:
+            self.zf = zipfile.ZipFile(zip_path)
+        except (OSError, zipfile.BadZipFile) as e:
+            raise UserError('%s: cannot open zip (%s)' % (zip_path, e)) from None
+        names = self.zf.namelist()
+        self.members = set(names)
+        candidates = sorted(n for n in names if n == CSV_PATH or n.endswith('/' + CSV_PATH))
+        if not candidates:
+            self.zf.close()
+            raise UserError('%s: no %s inside (not the ESC-50 master zip?)'
+                            % (zip_path, CSV_PATH))
+        self.csv_member = min(candidates, key=len)  # the shallowest one
+        self.prefix = self.csv_member[:-len(CSV_PATH)]
+        self.csv_name = '%s:%s' % (zip_path, self.csv_member)
+
+    def read_csv_text(self):
+        return self._read(self.csv_member)
+
+    def _read(self, member):
+        try:
+            return self.zf.read(member)
+        except (OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
+            raise UserError('%s:%s: cannot read from zip (%s)' % (self.zip_path, member, e)) \
+                from None
+
+    def audio_name(self, filename):
+        return '%s:%saudio/%s' % (self.zip_path, self.prefix, filename)
+
+    def has_audio(self, filename):
+        return self.prefix + 'audio/' + filename in self.members
+
+    def open_audio(self, filename):
+        return io.BytesIO(self._read(self.prefix + 'audio/' + filename))
+
+    def close(self):
+        self.zf.close()
+
+
+def open_source(path):
+    """``--source`` path -> DirSource or ZipSource; UserError when it is neither."""
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, CSV_PATH)):
+            # Accept the folder an extracted zip leaves behind (a single ESC-50-master/ inside).
+            subs = [d for d in sorted(os.listdir(path))
+                    if os.path.isfile(os.path.join(path, d, CSV_PATH))]
+            if len(subs) == 1:
+                path = os.path.join(path, subs[0])
+        return DirSource(path)
+    if not os.path.exists(path):
+        raise UserError('--source %s: no such file or directory' % path)
+    if not zipfile.is_zipfile(path):
+        raise UserError('--source %s: neither a directory nor a zip file' % path)
+    return ZipSource(path)
+
+
+def download(url, dest, timeout=DOWNLOAD_TIMEOUT_S):
+    """Download ``url`` to ``dest`` atomically, with a tqdm byte counter.
+
+    Raises OSError (urllib.error.URLError, timeouts...) or http.client.HTTPException on network
+    failure; ``dest`` is then left absent.
+    """
+    def write(tmp):
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, 'wb') as f:
+            total = resp.headers.get('Content-Length')
+            with tqdm(total=int(total) if total else None, unit='B', unit_scale=True,
+                      desc='download', file=sys.stderr) as bar:
+                while True:
+                    chunk = resp.read(1 << 20)
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    bar.update(len(chunk))
+    atomic_write(dest, write, suffix='.zip')
+
+
+def fetch_default_source(data_dir):
+    """Path of the ESC-50 zip in ``data_dir``, downloading it first when absent."""
+    dest = os.path.join(data_dir, ZIP_NAME)
+    if os.path.isfile(dest) and zipfile.is_zipfile(dest):
+        print('using %s (downloaded earlier)' % dest)
+        return dest
+    print('downloading %s -> %s' % (ESC50_URL, dest))
+    created = not os.path.exists(data_dir)
+    try:
+        download(ESC50_URL, dest, timeout=DOWNLOAD_TIMEOUT_S)
+    except (OSError, http.client.HTTPException) as e:
+        if created and os.path.isdir(data_dir) and not os.listdir(data_dir):
+            os.rmdir(data_dir)  # leave no trace of a failed run
+        raise UserError('could not download ESC-50 (%s); no network? pass --source PATH to a local '
+                        'ESC-50 checkout or ESC-50-master.zip' % npzio.one_line(e)) from None
+    return dest
+
+
+# --------------------------------------------------------------------------------------------
+# CSV
+
+
+def parse_csv(data, csv_name):
+    """``meta/esc50.csv`` bytes -> list of Row; UserError (naming file and line) when malformed."""
+    try:
+        text = data.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        raise UserError('%s: not UTF-8 text (%s)' % (csv_name, e)) from None
+    reader = csv.DictReader(io.StringIO(text, newline=''))
+    columns = reader.fieldnames or []
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise UserError('%s: missing column%s %s (has: %s)'
+                        % (csv_name, 's' if len(missing) > 1 else '', ', '.join(missing),
+                           ', '.join(columns) or 'nothing'))
+    rows = []
+    seen = {}
+    for rec in reader:
+        line = reader.line_num
+        where = '%s line %d' % (csv_name, line)
+        if any(rec.get(c) is None for c in REQUIRED_COLUMNS):
+            raise UserError('%s: too few fields' % where)
+        filename = rec['filename'].strip()
+        if not filename or '/' in filename or '\\' in filename or filename.startswith('.'):
+            raise UserError('%s: bad filename %r' % (where, filename))
+        if filename in seen:
+            raise UserError('%s: %s already listed on line %d' % (where, filename, seen[filename]))
+        seen[filename] = line
+        fold = _parse_int(rec['fold'], 'fold', where)
+        if fold < 1:
+            raise UserError('%s: fold must be >= 1, got %d' % (where, fold))
+        target = _parse_int(rec['target'], 'target', where)
+        if not 0 <= target < len(ESC50_CLASSES):
+            raise UserError('%s: target must be in 0..%d, got %d'
+                            % (where, len(ESC50_CLASSES) - 1, target))
+        esc10_text = rec['esc10'].strip().lower()
+        if esc10_text not in ('true', 'false'):
+            raise UserError('%s: esc10 must be True or False, got %r' % (where, rec['esc10']))
+        esc10 = esc10_text == 'true'
+        if esc10 and target not in ESC10_TARGETS:
+            raise UserError('%s: esc10 is True but target %d is not an ESC-10 class'
+                            % (where, target))
+        rows.append(Row(line, filename, fold, target, rec['category'].strip(), esc10))
+    if not rows:
+        raise UserError('%s: no rows' % csv_name)
+    return rows
+
+
+def _parse_int(text, column, where):
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise UserError('%s: %s must be an integer, got %r' % (where, column, text)) from None
+
+
+def esc50_class_names(rows, csv_name):
+    """Class names indexed by target: the CSV's category, the official name for absent targets."""
+    names = list(ESC50_CLASSES)
+    from_csv = {}
+    for r in rows:
+        prev = from_csv.setdefault(r.target, (r.category, r.line))
+        if prev[0] != r.category:
+            raise UserError('%s line %d: target %d is %r but %r on line %d'
+                            % (csv_name, r.line, r.target, r.category, prev[0], prev[1]))
+    for t, (category, _) in from_csv.items():
+        names[t] = category
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# Audio
+
+
+def to_int16(x):
+    """Float samples (full scale +-1) -> int16, rounding and clipping: clip(round(x * 32768))."""
+    return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def trim_silence(x):
+    """``x[first_nonzero:last_nonzero + 1]``; an empty array when every sample is 0."""
+    nz = np.flatnonzero(x)
+    if len(nz) == 0:
+        return x[:0]
+    return x[nz[0]:nz[-1] + 1]
+
+
+def convert_clip(mono, src_fs, fs):
+    """Mono float64 clip at ``src_fs`` -> trimmed int16 clip at ``fs`` (SPEC 2)."""
+    if fs != src_fs:
+        g = math.gcd(int(fs), int(src_fs))
+        mono = scipy.signal.resample_poly(mono, fs // g, src_fs // g)
+    return trim_silence(to_int16(mono))
+
+
+def read_clip(source, row):
+    """Read one row's WAV -> (mono float64 array, sample rate); UserError naming the file."""
+    name = source.audio_name(row.filename)
+    try:
+        data, src_fs = sf.read(source.open_audio(row.filename), dtype='float64', always_2d=True)
+    except UserError:
+        raise
+    except (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError, EOFError) as e:
+        raise UserError('%s: cannot read audio (%s)' % (name, npzio.one_line(e))) from None
+    if data.shape[0] == 0:
+        raise UserError('%s: empty audio file (0 frames)' % name)
+    mono = data.mean(axis=1)
+    if not np.any(mono):
+        raise UserError('%s: entirely digital silence (every sample is 0)' % name)
+    return mono, int(src_fs)
+
+
+def read_all(source, rows, rates):
+    """Read and convert every clip -> {fs: [int16 clip per row]}; UserError on the first bad one."""
+    missing = [r for r in rows if not source.has_audio(r.filename)]
+    if missing:
+        r = missing[0]
+        more = (' (and %d more listed files missing)' % (len(missing) - 1)
+                if len(missing) > 1 else '')
+        raise UserError('%s: audio file missing, listed on %s line %d%s'
+                        % (source.audio_name(r.filename), source.csv_name, r.line, more))
+    out = {fs: [] for fs in rates}
+    for r in tqdm(rows, desc='clips', unit='clip', file=sys.stderr):
+        mono, src_fs = read_clip(source, r)
+        for fs in rates:
+            clip = convert_clip(mono, src_fs, fs)
+            if len(clip) == 0:
+                raise UserError('%s: silent at %d Hz after resampling (every sample is 0)'
+                                % (source.audio_name(r.filename), fs))
+            out[fs].append(clip)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets
+
+
+def build_folds(rows, clips, label_of):
+    """{fold: (clips, int32 labels)} for ``rows`` (CSV order kept within each fold)."""
+    folds = {}
+    for r, clip in zip(rows, clips):
+        sounds, labels = folds.setdefault(r.fold, ([], []))
+        sounds.append(clip)
+        labels.append(label_of(r))
+    return {k: (s, np.asarray(lab, dtype=np.int32)) for k, (s, lab) in sorted(folds.items())}
+
+
+def describe(name, rows, label_of, class_names):
+    """Lines reporting the classes, folds and clip counts of one dataset."""
+    labels = sorted({label_of(r) for r in rows})
+    per_fold = collections.Counter(r.fold for r in rows)
+    lines = ['%s: %d clips, %d of %d classes, folds %s'
+             % (name, len(rows), len(labels), len(class_names),
+                ' '.join('%d:%d' % (k, per_fold[k]) for k in sorted(per_fold)))]
+    if len(labels) < len(class_names):
+        lines.append('  subset: %d of %d classes present: %s'
+                     % (len(labels), len(class_names),
+                        ', '.join('%d %s' % (c, class_names[c]) for c in labels)))
+    per_cell = collections.Counter((r.fold, label_of(r)) for r in rows)
+    counts = sorted({per_cell[(k, c)] for k in per_fold for c in labels})
+    lines.append('  clips per present class in each fold: %s'
+                 % ('%d' % counts[0] if len(counts) == 1 else
+                    'from %d to %d' % (counts[0], counts[-1])))
+    return lines
+
+
+def main(argv=None):
+    """Command-line entry point; returns the exit status (0 ok, 2 user error)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description='Build DATA/esc50/wav*.npz and DATA/esc10/wav*.npz from ESC-50.')
+    parser.add_argument('data', metavar='DATA', help='output root (esc50/ and esc10/ go here)')
+    parser.add_argument('--source', metavar='DIR_OR_ZIP',
+                        help='ESC-50 checkout (meta/esc50.csv + audio/) or ESC-50-master.zip; '
+                             'default: download the zip into DATA')
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return e.code
+    try:
+        return run(args.data, args.source)
+    except UserError as e:
+        print('%s: error: %s' % (PROG, npzio.one_line(e)), file=sys.stderr)
+        return 2
+
+
+def run(data_dir, source_path=None):
+    """Generate the files (see the module docstring); raises UserError."""
+    import models  # the registry says which rates are needed
+    t0 = time.time()
+    rates = [int(fs) for fs in models.sample_rates()]
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise UserError('DATA %s: exists and is not a directory' % data_dir)
+    if source_path is None:
+        source_path = fetch_default_source(data_dir)
+    source = open_source(source_path)
+    try:
+        rows = parse_csv(source.read_csv_text(), source.csv_name)
+        esc50_names = esc50_class_names(rows, source.csv_name)
+        print('source: %s (%d rows); rates: %s Hz'
+              % (source.csv_name, len(rows), ', '.join(str(fs) for fs in rates)))
+        clips = read_all(source, rows, rates)
+    finally:
+        source.close()
+
+    esc10_label = {t: i for i, t in enumerate(ESC10_TARGETS)}
+    datasets = [('esc50', list(range(len(rows))), lambda r: r.target, esc50_names)]
+    esc10_idx = [i for i, r in enumerate(rows) if r.esc10]
+    if esc10_idx:
+        datasets.append(('esc10', esc10_idx, lambda r: esc10_label[r.target],
+                         list(ESC10_CLASSES)))
+    else:
+        print('esc10: no rows with esc10=True; DATA/esc10 not written')
+
+    for name, idx, label_of, class_names in datasets:
+        for line in describe(name, [rows[i] for i in idx], label_of, class_names):
+            print(line)
+    written = []
+    for name, idx, label_of, class_names in datasets:
+        sub_rows = [rows[i] for i in idx]
+        for fs in rates:
+            path = os.path.join(data_dir, name, 'wav%d.npz' % (fs // 1000))
+            folds = build_folds(sub_rows, [clips[fs][i] for i in idx], label_of)
+            try:
+                npzio.save_sound_npz(path, folds, fs, class_names)
+            except OSError as e:
+                raise UserError('%s: cannot write (%s)' % (path, e)) from None
+            n = sum(len(s) for s, _ in folds.values())
+            written.append('  %s  %d Hz, %d clips (%s), %.1f MB'
+                           % (path, fs, n, ' '.join('fold%d:%d' % (k, len(s))
+                                                   for k, (s, _) in folds.items()),
+                              os.path.getsize(path) / 1e6))
+    print('wrote:')
+    for line in written:
+        print(line)
+    print('done in %.1f s' % (time.time() - t0))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
