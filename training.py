@@ -92,7 +92,7 @@ class MixingUpdater(training.updaters.StandardUpdater):
     ``eligible``; the loss is the KL divergence to ``r y_i + (1 - r) y_j``.
 
     Reports ``main/loss`` and ``main/error`` (%, argmax of the logits against the argmax of the
-    target), and ``main/point`` (the mixing point drawn).
+    target).
     """
 
     def __init__(self, iterator, optimizer, opt, device, seed=None):
@@ -110,14 +110,13 @@ class MixingUpdater(training.updaters.StandardUpdater):
             logits = model(x[:, None, None, :])
             loss = F.softmax_cross_entropy(logits, y)
             label = y
-            report = {}
         else:
-            logits, loss, label, report = self._mixed_forward(model, batch, xp)
+            logits, loss, label = self._mixed_forward(model, batch, xp)
         value = float(loss.array)
         if not math.isfinite(value):
             raise NonFiniteLossError(self.epoch + 1, self.iteration + 1, value)
         error = 100.0 * float((logits.array.argmax(axis=1) != label).mean())
-        chainer.report(dict(report, loss=loss, error=error), model)
+        chainer.report({'loss': loss, 'error': error}, model)
         model.cleargrads()
         loss.backward()
         optimizer.update()
@@ -145,7 +144,7 @@ class MixingUpdater(training.updaters.StandardUpdater):
         eye = xp.eye(opt.nClasses, dtype=np.float32)
         target = intermix.mix_targets(eye[y], eye[y[partner]], r)
         loss = intermix.kl_divergence(logits, target)
-        return logits, loss, target.argmax(axis=1), {'point': point}
+        return logits, loss, target.argmax(axis=1)
 
 
 class TenCropEvaluator(extensions.Evaluator):

@@ -1,0 +1,61 @@
+"""Option resolution: presets, the reference flags, defaults of SPEC 6, and flag errors."""
+import pytest
+
+import opts
+
+
+def parse(*args):
+    return opts.parse(['--data', 'D', '--dataset', 'esc10', *args])
+
+
+def test_learning_presets_set_points_combination_and_weights():
+    std = parse('--netType', 'envnetv2')
+    assert std.learning == 'standard' and not std.mixing and std.batchSize == 64
+    bc = parse('--netType', 'envnetv2', '--learning', 'bc')
+    assert (bc.eligible, bc.combination, bc.ratio) == ([0], 'linear', 'sound')
+    sm = parse('--netType', 'envnetv2', '--learning', 'speechmix')
+    assert (sm.eligible, sm.combination) == ([1, 2, 3, 4], 'linear')
+    im = parse('--netType', 'envnetv2', '--learning', 'intermix')
+    assert (im.eligible, im.combination, im.batchSize) == ([1, 2, 3, 4], 'interference', 32)
+    env = parse('--netType', 'envnet', '--learning', 'intermix')
+    assert env.eligible == [1, 2, 3]
+
+
+def test_reference_bc_flag_means_bc_alone_and_intermix_with_hidden_points():
+    assert parse('--netType', 'envnetv2', '--BC').learning == 'bc'
+    o = parse('--netType', 'envnetv2', '--bc', '--eligible', '1', '2', '3', '4',
+              '--mixup_type', 'sound')
+    assert (o.learning, o.combination, o.eligible) == ('intermix', 'interference', [1, 2, 3, 4])
+    assert parse('--netType', 'envnetv2', '--BC', '--eligible', '0').learning == 'bc'
+
+
+def test_mixup_type_normal_uses_plain_mixup_weights():
+    assert parse('--netType', 'envnet', '--learning', 'bc', '--mixup-type', 'normal').ratio == 'mixup'
+
+
+def test_defaults_of_spec_6_with_epochs_doubled_when_mixing():
+    o = opts.parse(['--data', 'D', '--dataset', 'esc50', '--netType', 'envnetv2'])
+    assert (o.nEpochs, o.LR, o.schedule, o.warmup) == (1000, 0.1, [0.3, 0.6, 0.9], 10)
+    o = opts.parse(['--data', 'D', '--dataset', 'esc50', '--netType', 'envnetv2', '--BC'])
+    assert o.nEpochs == 2000
+    o = opts.parse(['--data', 'D', '--dataset', 'urbansound8k', '--netType', 'envnet'])
+    assert (o.nEpochs, o.LR, o.nFolds, o.splits) == (400, 0.01, 10, list(range(1, 11)))
+    o = parse('--netType', 'envnetv2', '--learning', 'intermix', '--nEpochs', '7')
+    assert o.nEpochs == 7  # explicit values are not doubled
+    assert (o.fs, o.inputLength, o.nClasses) == (44100, 66650, 10)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--netType', 'envnet', '--eligible', '1'], '--eligible needs a mixing method'),
+    (['--netType', 'envnet', '--learning', 'intermix', '--eligible', '4'], '--eligible 4'),
+    (['--netType', 'envnet', '--split', '0'], '--split 0'),
+    (['--netType', 'envnet', '--learning', 'standard', '--BC'], '--BC contradicts'),
+    (['--netType', 'envnet', '--schedule', '1.5'], '--schedule'),
+    (['--netType', 'envnet', '--combination', 'linear'], '--combination needs'),
+    (['--netType', 'resnet'], 'invalid choice'),
+])
+def test_bad_flags_exit_2_naming_the_flag(capsys, args, message):
+    with pytest.raises(SystemExit) as e:
+        parse(*args)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err

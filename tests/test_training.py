@@ -1,0 +1,242 @@
+"""End-to-end behaviour of main.py / training.py on a tiny synthetic ESC-10-shaped dataset.
+
+The dataset: 5 folds x 4 clips at 16 kHz (EnvNet's rate only, so EnvNet-v2 finds no wav44.npz),
+clips of 0.3-1.0 s. Runs use EnvNet, 2 test crops and small batches, so each epoch takes seconds.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import main
+import npzio
+import training
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ['--dataset', 'esc10', '--netType', 'envnet', '--split', '1', '--nCrops', '2',
+        '--gpu', '-1', '--seed', '7']
+
+
+def tone_clip(rng, label, fs=16000):
+    """A noisy tone whose frequency depends on the label, 0.3-1.0 s, with leading silence."""
+    n = int(fs * rng.uniform(0.3, 1.0))
+    t = np.arange(n) / fs
+    x = 0.3 * np.sin(2 * np.pi * (200 + 150 * label) * t) + 0.05 * rng.standard_normal(n)
+    x[:50] = 0
+    return np.round(x * 32767).astype(np.int16)
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    data = tmp_path_factory.mktemp('tiny')
+    folds = {}
+    for k in range(1, 6):
+        labels = [(k + i) % 10 for i in range(4)]
+        folds[k] = ([tone_clip(rng, c) for c in labels], labels)
+    names = ['dog', 'rain', 'sea_waves', 'crying_baby', 'clock_tick', 'sneezing', 'helicopter',
+             'chainsaw', 'rooster', 'crackling_fire']
+    npzio.save_sound_npz(os.path.join(data, 'esc10', 'wav16.npz'), folds, 16000, names)
+    return str(data)
+
+
+def run_main(args, capsys):
+    rc = main.main(args)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize('learning', ['standard', 'bc', 'speechmix', 'intermix'])
+def test_one_epoch_of_each_learning_method_writes_the_split_files(tiny_data, tmp_path, capsys,
+                                                                  learning):
+    save = str(tmp_path / 'run')
+    rc, out, err = run_main(['--data', tiny_data, *FAST, '--learning', learning, '--nEpochs', '1',
+                             '--batchSize', '8' if learning == 'standard' else '4',
+                             '--save', save], capsys)
+    assert rc == 0, err
+    split = os.path.join(save, 'split1')
+    for name in ('model.npz', 'snapshot.npz', 'log.jsonl', 'result.json', 'error.png'):
+        assert os.path.isfile(os.path.join(split, name)), name
+    result = json.load(open(os.path.join(split, 'result.json')))
+    log = read_jsonl(os.path.join(split, 'log.jsonl'))
+    assert [e['epoch'] for e in log] == [1]
+    assert result['final_error'] == log[-1]['validation/main/error']
+    assert result['learning'] == learning and result['epochs'] == 1
+    assert 0.0 <= result['final_error'] <= 100.0
+    assert result['train_clips'] == 16 and result['test_clips'] == 4
+    assert 'epoch 1/1' in out and 'ETA' in out
+    summary = json.load(open(os.path.join(save, 'summary.json')))
+    assert summary['errors'] == [result['final_error']] and summary['complete'] is False
+
+
+def test_test_only_reproduces_the_final_error_exactly(tiny_data, tmp_path, capsys):
+    save = str(tmp_path / 'run')
+    rc, _, err = run_main(['--data', tiny_data, *FAST, '--learning', 'intermix', '--nEpochs', '2',
+                           '--batchSize', '4', '--save', save], capsys)
+    assert rc == 0, err
+    final = json.load(open(os.path.join(save, 'split1', 'result.json')))['final_error']
+    rc, out, err = run_main(['--data', tiny_data, *FAST, '--learning', 'intermix', '--testOnly',
+                             '--save', save], capsys)
+    assert rc == 0, err
+    summary = json.load(open(os.path.join(save, 'summary_testOnly.json')))
+    assert summary['errors'] == [final]
+    assert f'test error {final:.2f}%' in out and f'training reported {final:.2f}%' in out
+
+
+@pytest.mark.parametrize('learning, eligible, expected', [
+    ('bc', None, {0}), ('speechmix', None, {1, 2, 3}), ('intermix', None, {1, 2, 3}),
+    ('intermix', ['2'], {2}), ('intermix', ['0', '3'], {0, 3}),
+])
+def test_mixing_points_are_drawn_from_the_eligible_set(tiny_data, tmp_path, capsys, monkeypatch,
+                                                       learning, eligible, expected):
+    import intermix
+    seen = []
+    real = intermix.Mixer.__call__
+
+    def record(self, h):
+        seen.append((self.point, self.combination, h.shape))
+        return real(self, h)
+    monkeypatch.setattr(intermix.Mixer, '__call__', record)
+    args = ['--data', tiny_data, *FAST, '--learning', learning, '--nEpochs', '2', '--batchSize',
+            '2', '--testEvery', '2', '--save', str(tmp_path / 'run')]
+    if eligible:
+        args += ['--eligible', *eligible]
+    rc, _, err = run_main(args, capsys)
+    assert rc == 0, err
+    assert len(seen) == 8  # 16 clips -> 8 pairs -> 4 steps of 2 pairs per epoch, 2 epochs
+    assert {p for p, _, _ in seen} <= expected
+    assert all(c == ('interference' if learning == 'intermix' else 'linear') for _, c, _ in seen)
+    assert all(shape[0] == 4 for _, _, shape in seen)  # 2 pairs -> 4 mixed examples
+
+
+def test_learning_rate_schedule_follows_the_reference():
+    class Opt:
+        LR, nEpochs, schedule, warmup = 0.1, 100, [0.3, 0.6, 0.9], 10
+    lrs = {e: training.learning_rate(Opt, e) for e in (1, 10, 11, 30, 31, 60, 61, 90, 91, 100)}
+    assert lrs[1] == pytest.approx(0.01) and lrs[10] == pytest.approx(0.01)   # warm-up: LR/10
+    assert lrs[11] == pytest.approx(0.1) and lrs[30] == pytest.approx(0.1)
+    assert lrs[31] == pytest.approx(0.01) and lrs[60] == pytest.approx(0.01)
+    assert lrs[61] == pytest.approx(0.001) and lrs[90] == pytest.approx(0.001)
+    assert lrs[91] == pytest.approx(0.0001) and lrs[100] == pytest.approx(0.0001)
+
+
+def test_logged_lr_follows_the_schedule_per_epoch(tiny_data, tmp_path, capsys):
+    save = str(tmp_path / 'run')
+    rc, _, err = run_main(['--data', tiny_data, *FAST, '--nEpochs', '3', '--LR', '0.02',
+                           '--schedule', '0.5', '--warmup', '1', '--batchSize', '16',
+                           '--testEvery', '2', '--save', save], capsys)
+    assert rc == 0, err
+    log = read_jsonl(os.path.join(save, 'split1', 'log.jsonl'))
+    assert [e['lr'] for e in log] == pytest.approx([0.002, 0.002, 0.002])  # warm-up, then >1.5
+    # Tested at epoch 2 (testEvery) and 3 (final), not at 1.
+    assert ['validation/main/error' in e for e in log] == [False, True, True]
+
+
+def test_non_finite_loss_stops_with_the_epoch_and_keeps_the_last_snapshot(
+        tiny_data, tmp_path, capsys, monkeypatch):
+    real = training.MixingUpdater.update_core
+
+    def poisoned(self):
+        if self.epoch == 1:  # second epoch: make the loss NaN
+            import chainer.functions as F
+            orig = F.softmax_cross_entropy
+            monkeypatch.setattr(F, 'softmax_cross_entropy', lambda *a: orig(*a) * np.nan)
+        return real(self)
+    monkeypatch.setattr(training.MixingUpdater, 'update_core', poisoned)
+    save = str(tmp_path / 'run')
+    rc, _, err = run_main(['--data', tiny_data, *FAST, '--nEpochs', '3', '--batchSize', '8',
+                           '--save', save], capsys)
+    assert rc == 3
+    assert 'loss is nan at epoch 2' in err and 'snapshot.npz (epoch 1)' in err
+    split = os.path.join(save, 'split1')
+    assert os.path.isfile(os.path.join(split, 'snapshot.npz'))
+    assert not os.path.exists(os.path.join(split, 'result.json'))
+    assert [e['epoch'] for e in read_jsonl(os.path.join(split, 'log.jsonl'))] == [1]
+
+
+def test_resume_after_kill_mid_epoch_ends_with_the_same_number_of_epochs(tiny_data, tmp_path):
+    save = str(tmp_path / 'run')
+    cmd = [sys.executable, 'main.py', '--data', tiny_data, *FAST, '--nEpochs', '3',
+           '--batchSize', '2', '--testEvery', '3', '--save', save]
+    snapshot = os.path.join(save, 'split1', 'snapshot.npz')
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while not os.path.exists(snapshot) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # well inside epoch 2 (8 iterations of a few hundred ms)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    log = read_jsonl(os.path.join(save, 'split1', 'log.jsonl'))
+    assert [e['epoch'] for e in log] == [1], 'the kill should land in epoch 2'
+    # Without --resume the unfinished run is protected.
+    again = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert again.returncode == 2 and '--resume' in again.stderr and 'Traceback' not in again.stderr
+    resumed = subprocess.run(cmd + ['--resume'], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert 'resumed from' in resumed.stdout and 'at epoch 1 of 3' in resumed.stdout
+    log = read_jsonl(os.path.join(save, 'split1', 'log.jsonl'))
+    assert [e['epoch'] for e in log] == [1, 2, 3]
+    result = json.load(open(os.path.join(save, 'split1', 'result.json')))
+    assert result['final_epoch'] == 3
+    # A finished split is skipped by --resume.
+    skipped = subprocess.run(cmd + ['--resume'], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert skipped.returncode == 0 and 'skipped' in skipped.stdout
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--netType', 'envnetv2', '--learning', 'standard'], 'wav44.npz: not found'),
+    (['--netType', 'envnet', '--learning', 'intermix', '--eligible', '7'], '--eligible 7'),
+    (['--netType', 'envnet', '--eligible', '1'], '--eligible needs a mixing method'),
+    (['--netType', 'envnet', '--split', '6'], '--split 6'),
+    (['--netType', 'envnet', '--nEpochs', '0'], '--nEpochs must be at least 1'),
+])
+def test_bad_input_gives_one_line_and_exit_2_without_traceback(tiny_data, tmp_path, args,
+                                                               message):
+    save = str(tmp_path / 'run')
+    proc = subprocess.run([sys.executable, 'main.py', '--data', tiny_data, '--dataset', 'esc10',
+                           '--gpu', '-1', '--save', save, *args],
+                          cwd=REPO_ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert message in proc.stderr and 'Traceback' not in proc.stderr
+    assert not os.path.exists(save), 'nothing is written on a user error'
+
+
+def test_missing_data_folder_is_named(tmp_path, capsys):
+    rc, _, err = run_main(['--data', str(tmp_path / 'nope'), *FAST, '--save',
+                           str(tmp_path / 'run')], capsys)
+    assert rc == 2 and '--data' in err and 'nope' in err
+
+
+def test_finished_split_is_not_overwritten(tiny_data, tmp_path, capsys):
+    save = str(tmp_path / 'run')
+    args = ['--data', tiny_data, *FAST, '--nEpochs', '1', '--batchSize', '16', '--save', save]
+    assert run_main(args, capsys)[0] == 0
+    before = open(os.path.join(save, 'split1', 'result.json')).read()
+    rc, _, err = run_main(args, capsys)
+    assert rc == 2 and 'is finished' in err
+    assert open(os.path.join(save, 'split1', 'result.json')).read() == before
+
+
+def test_legacy_pickled_dataset_needs_allow_pickle(tmp_path, capsys):
+    data = tmp_path / 'legacy'
+    (data / 'esc10').mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    legacy = {f'fold{k}': {'sounds': [tone_clip(rng, c) for c in range(2)], 'labels': [0, 1]}
+              for k in range(1, 6)}
+    np.savez(data / 'esc10' / 'wav16.npz', **legacy)
+    args = ['--data', str(data), *FAST, '--nEpochs', '1', '--batchSize', '8',
+            '--save', str(tmp_path / 'run')]
+    rc, _, err = run_main(args, capsys)
+    assert rc == 2 and '--allowPickle' in err
+    rc, _, err = run_main(args + ['--allowPickle'], capsys)
+    assert rc == 0, err
