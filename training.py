@@ -205,7 +205,7 @@ class EpochLine(training.Extension):
     trigger = (1, 'epoch')
     priority = 50
 
-    def __init__(self, log_report, n_epochs, out=sys.stdout):
+    def __init__(self, log_report, n_epochs, out=None):
         self.log_report = log_report
         self.n_epochs = n_epochs
         self.out = out
@@ -217,18 +217,28 @@ class EpochLine(training.Extension):
         eta = elapsed / epoch * (self.n_epochs - epoch) if epoch else 0.0
         test = entry.get('validation/main/error')
         test = f'{test:6.2f}%' if test is not None else '    - '
-        self.out.write(
+        out = self.out or sys.stdout  # looked up now: stdout may have been redirected since
+        out.write(
             f'epoch {epoch:>{len(str(self.n_epochs))}}/{self.n_epochs} | lr {entry.get("lr", 0):.2g}'
             f' | train loss {entry.get("main/loss", float("nan")):.4f}'
             f' | train error {entry.get("main/error", float("nan")):6.2f}%'
             f' | test error {test} | {format_seconds(elapsed)} | ETA {format_seconds(eta)}\n')
-        self.out.flush()
+        out.flush()
 
 
 def format_seconds(seconds):
     """'h:mm:ss' for a duration in seconds."""
     seconds = int(round(seconds))
     return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+
+
+def save_npz_uncompressed(path, target):
+    """``chainer.serializers.save_npz`` without zip compression.
+
+    Float weights barely compress, and compressing EnvNet-v2's ~0.8 GB snapshot (weights plus
+    momentum) costs tens of seconds per epoch.
+    """
+    chainer.serializers.save_npz(path, target, compression=False)
 
 
 def build_model(opt, device):
@@ -289,7 +299,8 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
                                              filename='error.png'))
         trainer.extend(extensions.PlotReport(['main/loss'], 'epoch', filename='loss.png'))
         trainer.extend(extensions.PlotReport(['lr'], 'epoch', filename='lr.png'))
-    trainer.extend(extensions.snapshot(filename='snapshot.npz'), trigger=(1, 'epoch'))
+    trainer.extend(extensions.snapshot(filename='snapshot.npz', savefun=save_npz_uncompressed),
+                   trigger=(1, 'epoch'))
     if sys.stdout.isatty():
         trainer.extend(extensions.ProgressBar(update_interval=1))
 
@@ -307,7 +318,7 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
     final = tested[-1]
     best = min(tested, key=lambda e: e['validation/main/error'])
     utils.atomic_write(os.path.join(split_dir, 'model.npz'),
-                       lambda tmp: chainer.serializers.save_npz(tmp, model), suffix='.npz')
+                       lambda tmp: save_npz_uncompressed(tmp, model), suffix='.npz')
     result = {
         'dataset': opt.dataset, 'netType': opt.netType, 'learning': opt.learning, 'split': split,
         'final_error': final['validation/main/error'], 'final_epoch': final['epoch'],
