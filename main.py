@@ -137,14 +137,28 @@ def run_test_only(opt, soundset, device):
             raise UserError(f'--testOnly: {model_path} does not fit --netType {opt.netType} '
                             f'with {opt.nClasses} classes ({type(e).__name__}: {e})') from None
         iterator = training.test_iterator(opt, test_sounds, test_labels)
-        error = training.ten_crop_error(model, iterator, chainer.dataset.concat_examples, device)
+        convert = chainer.dataset.concat_examples
+        if opt.fgsm:
+            fgsm = training.fgsm_errors(model, iterator, convert, device, opt.fgsm)
+            error = fgsm['clean']
+        else:
+            fgsm = None
+            error = training.ten_crop_error(model, iterator, convert, device)
         line = f'split {split}: test error {error:.2f}% ({opt.nCrops}-crop, {model_path})'
         result_path = os.path.join(split_dir, 'result.json')
+        trained = None
         if os.path.isfile(result_path):
             with open(result_path) as f:
-                line += f'; training reported {json.load(f)["final_error"]:.2f}%'
+                trained = json.load(f)
+            line += f'; training reported {trained["final_error"]:.2f}%'
         print(line, flush=True)
-        results[split] = {'split': split, 'final_error': error}
+        if fgsm:
+            print(f'split {split}: FGSM error ' + ', '.join(
+                f'{k} {v:.2f}%' for k, v in fgsm.items()), flush=True)
+            if trained is not None:
+                trained.setdefault('fgsm', {}).update(fgsm)
+                utils.write_json(result_path, trained)
+        results[split] = {'split': split, 'final_error': error, 'fgsm': fgsm}
     return results
 
 
@@ -162,6 +176,12 @@ def summarise(opt, results, name):
     summary = {'dataset': opt.dataset, 'netType': opt.netType, 'learning': opt.learning,
                'splits': splits, 'errors': errors, 'mean_error': mean, 'standard_error': se,
                'complete': len(splits) == opt.nFolds, 'settings': training.settings_of(opt)}
+    fgsm = [results[k].get('fgsm') for k in splits]
+    if all(fgsm):
+        summary['fgsm_mean_error'] = {key: float(np.mean([f[key] for f in fgsm]))
+                                      for key in fgsm[0]}
+        print('FGSM, mean over splits: ' + ', '.join(
+            f'{k} {v:.2f}%' for k, v in summary['fgsm_mean_error'].items()))
     utils.write_json(os.path.join(opt.save, name), summary)
     return summary
 

@@ -9,6 +9,14 @@ Learning method (SPEC 4). ``--learning`` is a preset; explicit flags override it
 | speechmix  | all hidden points of model | sound                  | linear                      |
 | intermix   | all hidden points of model | sound                  | interference (+ phase shift)|
 
+Ablation presets (the paper's Table 2, EnvNet-v2 + strong augmentation):
+
+| --learning        | mixing points | weights            | combination  |
+|-------------------|---------------|--------------------|--------------|
+| intermix-vanilla  | 0 (input)     | mixup (r, 1 - r)   | interference |
+| intermix-hidden   | hidden points | mixup (r, 1 - r)   | interference |
+| intermix          | hidden points | sound (p)          | interference |
+
 The reference CLIs' ``--BC`` switch turns mixing on without ``--learning``: with ``--eligible``
 naming a hidden point it means InterMix (the InterMix reference's ``--BC --eligible 1 2 3 4``),
 otherwise BC learning. ``--eligible`` without any mixing is an error.
@@ -27,7 +35,15 @@ DATASETS = {  # name -> (number of classes, number of folds)
     'esc10': (10, 5),
     'urbansound8k': (10, 10),
 }
-LEARNING = ('standard', 'bc', 'speechmix', 'intermix')
+LEARNING = ('standard', 'bc', 'speechmix', 'intermix', 'intermix-vanilla', 'intermix-hidden')
+# preset -> (points: 'input' or 'hidden', combination, weights of --mixup_type)
+PRESETS = {
+    'bc': ('input', 'linear', 'sound'),
+    'speechmix': ('hidden', 'linear', 'sound'),
+    'intermix': ('hidden', 'interference', 'sound'),
+    'intermix-vanilla': ('input', 'interference', 'normal'),
+    'intermix-hidden': ('hidden', 'interference', 'normal'),
+}
 
 
 def build_parser():
@@ -62,8 +78,9 @@ def build_parser():
     g.add_argument('--BC', '--bc', dest='BC', action='store_true',
                    help='between-class mixing on (reference flag; see --learning)')
     g.add_argument('--mixup_type', '--mixup-type', dest='mixup_type', choices=['sound', 'normal'],
-                   default='sound', help="sound: ratio p from A-weighted gains, normalised "
-                                         "(default); normal: plain mixup weights r, 1-r")
+                   default=None, help="sound: ratio p from A-weighted gains, normalised "
+                                      "(default of bc, speechmix, intermix); normal: plain mixup "
+                                      "weights r, 1-r (default of the intermix-* ablations)")
     g.add_argument('--eligible', type=int, nargs='+', default=None,
                    help='mixing points to draw from, one per batch (0 = input waveform)')
     g.add_argument('--combination', choices=['linear', 'interference'], default=None,
@@ -92,6 +109,10 @@ def build_parser():
                    help='test every N epochs (the final epoch is always tested)')
     g.add_argument('--testBatchSize', type=int, default=8,
                    help='clips per test batch (each gives nCrops crops)')
+    g.add_argument('--fgsm', type=float, nargs='+', default=None, metavar='EPSILON',
+                   help='with --testOnly: also the error under FGSM attacks x + eps*sign(grad) '
+                        'on the normalised test crops, for each eps (the paper: 1e-2 1e-3 1e-4 '
+                        '1e-5); written to result.json')
     return p
 
 
@@ -126,15 +147,16 @@ def resolve(opt):
     opt.mixing = learning != 'standard'
 
     if not opt.mixing:
-        if opt.eligible is not None:
-            raise ValueError('--eligible needs a mixing method (--learning bc|speechmix|intermix '
-                             'or --BC)')
-        if opt.combination is not None:
-            raise ValueError('--combination needs a mixing method (--learning or --BC)')
+        for flag, value in (('eligible', opt.eligible), ('combination', opt.combination),
+                            ('mixup_type', opt.mixup_type)):
+            if value is not None:
+                raise ValueError(f'--{flag} needs a mixing method (--learning '
+                                 f'{"|".join(PRESETS)} or --BC)')
         opt.ratio = None
     else:
+        points, combination, weights = PRESETS[learning]
         if opt.eligible is None:
-            opt.eligible = [0] if learning == 'bc' else hidden
+            opt.eligible = [0] if points == 'input' else hidden
         bad = [k for k in opt.eligible if k not in net.mix_points]
         if bad:
             points = ', '.join(f'{k} ({d})' for k, d in sorted(net.mix_points.items()))
@@ -142,7 +164,9 @@ def resolve(opt):
                              f'points {points}')
         opt.eligible = sorted(set(opt.eligible))
         if opt.combination is None:
-            opt.combination = 'interference' if learning == 'intermix' else 'linear'
+            opt.combination = combination
+        if opt.mixup_type is None:
+            opt.mixup_type = weights
         opt.ratio = 'sound' if opt.mixup_type == 'sound' else 'mixup'
 
     defaults = net.default_schedule[opt.dataset]
@@ -175,6 +199,11 @@ def resolve(opt):
         opt.save = os.path.join('results', f'{opt.dataset}-{opt.netType}-{opt.learning}')
     if opt.testOnly and opt.resume:
         raise ValueError('--testOnly and --resume exclude each other')
+    if opt.fgsm is not None:
+        if not opt.testOnly:
+            raise ValueError('--fgsm needs --testOnly (it attacks the saved models)')
+        if any(e < 0 for e in opt.fgsm):
+            raise ValueError(f'--fgsm: epsilons must be >= 0, got {opt.fgsm}')
     return opt
 
 

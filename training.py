@@ -170,11 +170,75 @@ def ten_crop_error(model, iterator, converter, device):
         for batch in iterator:
             x, y = converter(batch, device)
             b, n_crops, length = x.shape
-            logits = model(x.reshape(b * n_crops, 1, 1, length))
-            prob = F.softmax(logits).array.reshape(b, n_crops, -1).mean(axis=1)
-            wrong += int((prob.argmax(axis=1) != y).sum())
+            wrong += _wrong_clips(model, x.reshape(b * n_crops, 1, 1, length), y, n_crops)
             total += b
     return 100.0 * wrong / total
+
+
+def fgsm_sign(model, x, y):
+    """``sign(grad_x L(theta, x, y))`` for FGSM (Goodfellow et al. 2015; the paper's Table 3).
+
+    L is the softmax cross-entropy of each input with its true label, summed (the sign is the
+    same as for the mean, and the sum keeps small gradients away from float underflow), computed
+    with the model in test mode (BN statistics, no dropout).
+
+    Args:
+        model: a network taking (M, 1, 1, T) inputs.
+        x: array (M, 1, 1, T) of normalised crops, on the model's device.
+        y: int32 array (M,) of true labels.
+
+    Returns:
+        Array shaped like ``x`` with values in {-1, 0, 1}.
+    """
+    x_var = chainer.Variable(x)
+    with chainer.using_config('train', False), chainer.force_backprop_mode():
+        loss = F.sum(F.softmax_cross_entropy(model(x_var), y, reduce='no'))
+    model.cleargrads()
+    loss.backward()
+    model.cleargrads()
+    xp = chainer.backend.get_array_module(x)
+    return xp.sign(x_var.grad)
+
+
+def fgsm_errors(model, iterator, converter, device, epsilons):
+    """10-crop error (%) on clean and FGSM-perturbed test crops, for each epsilon.
+
+    ``x_adv = x + epsilon * sign(grad_x L(theta, x, y))`` on every normalised test crop (SPEC 3),
+    one gradient per crop; the perturbed crops are then classified as in the clean test (softmax
+    averaged over a clip's crops). With epsilon = 0 the error equals the clean error exactly.
+
+    Args:
+        model, iterator, converter, device: as for :func:`ten_crop_error`.
+        epsilons: iterable of floats (units of the normalised waveform, full scale 1).
+
+    Returns:
+        dict: ``{'clean': error, 'eps=<epsilon>': error, ...}`` in %.
+    """
+    epsilons = [float(e) for e in epsilons]
+    if hasattr(iterator, 'reset'):
+        iterator.reset()
+    wrong = {e: 0 for e in epsilons}
+    wrong_clean = total = 0
+    for batch in iterator:
+        x, y = converter(batch, device)
+        b, n_crops, length = x.shape
+        crops = x.reshape(b * n_crops, 1, 1, length)
+        labels = device.xp.repeat(y, n_crops)
+        sign = fgsm_sign(model, crops, labels)
+        with chainer.using_config('train', False), chainer.no_backprop_mode():
+            wrong_clean += _wrong_clips(model, crops, y, n_crops)
+            for e in epsilons:
+                wrong[e] += _wrong_clips(model, (crops + e * sign).astype(crops.dtype), y, n_crops)
+        total += b
+    result = {'clean': 100.0 * wrong_clean / total}
+    result.update({f'eps={e:g}': 100.0 * wrong[e] / total for e in epsilons})
+    return result
+
+
+def _wrong_clips(model, crops, y, n_crops):
+    """Number of clips misclassified by the softmax averaged over their crops."""
+    prob = F.softmax(model(crops)).array.reshape(len(y), n_crops, -1).mean(axis=1)
+    return int((prob.argmax(axis=1) != y).sum())
 
 
 class JsonLinesLog(training.Extension):

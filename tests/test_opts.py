@@ -29,6 +29,16 @@ def test_reference_bc_flag_means_bc_alone_and_intermix_with_hidden_points():
     assert parse('--netType', 'envnetv2', '--BC', '--eligible', '0').learning == 'bc'
 
 
+def test_ablation_presets_of_table_2():
+    v = parse('--netType', 'envnetv2', '--learning', 'intermix-vanilla')
+    assert (v.eligible, v.combination, v.ratio) == ([0], 'interference', 'mixup')
+    h = parse('--netType', 'envnetv2', '--learning', 'intermix-hidden')
+    assert (h.eligible, h.combination, h.ratio) == ([1, 2, 3, 4], 'interference', 'mixup')
+    p = parse('--netType', 'envnetv2', '--learning', 'intermix')
+    assert (p.eligible, p.combination, p.ratio) == ([1, 2, 3, 4], 'interference', 'sound')
+    assert h.nEpochs == 1200  # mixing: the ESC-10 default 600 doubled
+
+
 def test_mixup_type_normal_uses_plain_mixup_weights():
     assert parse('--netType', 'envnet', '--learning', 'bc', '--mixup-type', 'normal').ratio == 'mixup'
 
@@ -52,6 +62,7 @@ def test_defaults_of_spec_6_with_epochs_doubled_when_mixing():
     (['--netType', 'envnet', '--learning', 'standard', '--BC'], '--BC contradicts'),
     (['--netType', 'envnet', '--schedule', '1.5'], '--schedule'),
     (['--netType', 'envnet', '--combination', 'linear'], '--combination needs'),
+    (['--netType', 'envnet', '--mixup_type', 'sound'], '--mixup_type needs'),
     (['--netType', 'resnet'], 'invalid choice'),
 ])
 def test_bad_flags_exit_2_naming_the_flag(capsys, args, message):

@@ -91,6 +91,13 @@ def test_test_only_reproduces_the_final_error_exactly(tiny_data, tmp_path, capsy
     summary = json.load(open(os.path.join(save, 'summary_testOnly.json')))
     assert summary['errors'] == [final]
     assert f'test error {final:.2f}%' in out and f'training reported {final:.2f}%' in out
+    # FGSM through the CLI: epsilon 0 is the clean error, and result.json gains the rows.
+    rc, out, err = run_main(['--data', tiny_data, *FAST, '--learning', 'intermix', '--testOnly',
+                             '--fgsm', '0', '1e-2', '--save', save], capsys)
+    assert rc == 0, err
+    fgsm = json.load(open(os.path.join(save, 'split1', 'result.json')))['fgsm']
+    assert fgsm['clean'] == final and fgsm['eps=0'] == final and 'eps=0.01' in fgsm
+    assert 'FGSM error' in out
 
 
 @pytest.mark.parametrize('learning, eligible, expected', [
