@@ -105,14 +105,34 @@ class Preprocessor:
         return utils.multi_crop(x, self.input_length, self.n_crops).astype(np.float32)
 
 
-class TrainDataset(chainer.dataset.DatasetMixin):
-    """Standard learning: example i is ``(crop float32 (T,), label int32)`` of clip i."""
+class _RandomDataset(chainer.dataset.DatasetMixin):
+    """Base of the training datasets: a random stream per process.
+
+    In the process that made it, the stream is ``default_rng(seed)`` (reproducible with a serial
+    iterator). Worker processes of ``MultiprocessIterator`` are forks holding a copy of the same
+    state; each one reseeds from ``(seed, pid)`` on first use so that workers draw different crops.
+    """
 
     def __init__(self, sounds, labels, preprocessor, seed=None):
         self.sounds = sounds
         self.labels = np.asarray(labels, dtype=np.int32)
         self.pre = preprocessor
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self._pid = os.getpid()
+        self._rng = np.random.default_rng(seed)
+
+    @property
+    def rng(self):
+        pid = os.getpid()
+        if pid != self._pid:
+            self._pid = pid
+            entropy = [pid] if self.seed is None else [self.seed, pid]
+            self._rng = np.random.default_rng(entropy)
+        return self._rng
+
+
+class TrainDataset(_RandomDataset):
+    """Standard learning: example i is ``(crop float32 (T,), label int32)`` of clip i."""
 
     def __len__(self):
         return len(self.sounds)
@@ -121,7 +141,7 @@ class TrainDataset(chainer.dataset.DatasetMixin):
         return self.pre.train(self.sounds[i], self.rng), self.labels[i]
 
 
-class PairDataset(chainer.dataset.DatasetMixin):
+class PairDataset(_RandomDataset):
     """Mixing methods: each example is a pair of clips of different classes (SPEC 4).
 
     Example i is ``(x_i, x_j, y_i, y_j)``: two preprocessed crops float32 (T,) and their int32
@@ -134,24 +154,22 @@ class PairDataset(chainer.dataset.DatasetMixin):
     """
 
     def __init__(self, sounds, labels, preprocessor, seed=None):
-        self.sounds = sounds
-        self.labels = np.asarray(labels, dtype=np.int32)
+        super().__init__(sounds, labels, preprocessor, seed)
         if len(np.unique(self.labels)) < 2:
             raise UserError('mixing needs training clips of at least two classes; '
                             f'found classes {sorted(set(self.labels.tolist()))}')
-        self.pre = preprocessor
-        self.rng = np.random.default_rng(seed)
 
     def __len__(self):
         return len(self.sounds) // 2
 
     def get_example(self, i):
         n = len(self.sounds)
+        rng = self.rng
         while True:
-            a, b = self.rng.integers(0, n, size=2)
+            a, b = rng.integers(0, n, size=2)
             if self.labels[a] != self.labels[b]:
                 break
-        return (self.pre.train(self.sounds[a], self.rng), self.pre.train(self.sounds[b], self.rng),
+        return (self.pre.train(self.sounds[a], rng), self.pre.train(self.sounds[b], rng),
                 self.labels[a], self.labels[b])
 
 

@@ -192,7 +192,9 @@ def main(argv=None):
         print(line)
     try:
         device, line = select_device(opt.gpu)
-        print(line, flush=True)
+        if opt.nWorkers is None:
+            opt.nWorkers = 0 if device.xp is np else min(8, os.cpu_count() or 1)
+        print(f'{line}; {opt.nWorkers} data worker process(es)', flush=True)
         soundset = dataset.load_dataset(opt.data, opt.dataset, opt.fs, allow_pickle=opt.allowPickle)
         if opt.testOnly:
             results = run_test_only(opt, soundset, device)

@@ -69,6 +69,9 @@ def build_parser():
                    help='GPU id; -1 for CPU (default: GPU 0 if CuPy sees one, else CPU)')
     g.add_argument('--seed', type=int, default=None,
                    help='random seed (default: drawn at random and recorded in result.json)')
+    g.add_argument('--nWorkers', type=int, default=None,
+                   help='worker processes for preprocessing (Chainer MultiprocessIterator); '
+                        'default: min(8, CPU cores) on a GPU, 0 (in-process) on the CPU')
     g.add_argument('--allowPickle', action='store_true',
                    help='allow the legacy pickled npz of the reference generators (unpickling '
                         'an untrusted file runs code)')
@@ -178,6 +181,8 @@ def resolve(opt):
     if opt.batchSize is None:
         opt.batchSize = 32 if opt.mixing else 64
 
+    if opt.nWorkers is not None and opt.nWorkers < 0:
+        raise ValueError(f'--nWorkers must be >= 0, got {opt.nWorkers}')
     for key in ('nEpochs', 'batchSize', 'nCrops', 'testEvery', 'testBatchSize'):
         if getattr(opt, key) < 1:
             raise ValueError(f'--{key} must be at least 1, got {getattr(opt, key)}')

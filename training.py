@@ -40,6 +40,31 @@ except ImportError:  # pragma: no cover - matplotlib is in requirements.txt
     pass
 
 
+# Learning curves per split: (log keys, file, y label, legend names).
+PLOTS = [
+    (['main/error', 'validation/main/error'], 'error.png', 'error (%)',
+     ['train (mixed targets when mixing)', 'test (10-crop)']),
+    (['main/loss'], 'loss.png', 'training loss', ['train (KL divergence when mixing)']),
+    (['lr'], 'lr.png', 'learning rate', ['learning rate']),
+]
+
+
+def _label_plot(ylabel, legend, log=False):
+    """A PlotReport postprocess that names the axes and curves (and uses a log scale for LR)."""
+    def postprocess(figure, axes, summary):
+        axes.set_xlabel('epoch')
+        axes.set_ylabel(ylabel)
+        if log:  # the LR is constant within an epoch: draw steps
+            axes.set_yscale('log')
+            for line in axes.get_lines():
+                line.set_drawstyle('steps-mid')
+        for line, name in zip(axes.get_lines(), legend):
+            line.set_label(name)
+        axes.legend(loc='best', fontsize=8)
+        figure.tight_layout()
+    return postprocess
+
+
 class NonFiniteLossError(Exception):
     """The training loss became NaN or infinite; the weights were not updated with it."""
 
@@ -341,7 +366,13 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
     else:
         train_set = dataset.TrainDataset(train_sounds, train_labels, pre, seed=seed + 1)
     order = chainer.iterators.ShuffleOrderSampler(np.random.RandomState(seed % 2 ** 32))
-    train_iter = chainer.iterators.SerialIterator(train_set, opt.batchSize, order_sampler=order)
+    if opt.nWorkers > 0:  # preprocessing in worker processes, overlapping the training step
+        train_iter = chainer.iterators.MultiprocessIterator(
+            train_set, opt.batchSize, order_sampler=order, n_processes=opt.nWorkers,
+            n_prefetch=2)
+    else:
+        train_iter = chainer.iterators.SerialIterator(train_set, opt.batchSize,
+                                                      order_sampler=order)
     test_iter = test_iterator(opt, test_sounds, test_labels)
 
     updater = MixingUpdater(train_iter, optimizer, opt, device, seed=seed + 2)
@@ -359,10 +390,10 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
     trainer.extend(EpochLine(log_report, opt.nEpochs))
     trainer.extend(LRSchedule(opt))
     if extensions.PlotReport.available():
-        trainer.extend(extensions.PlotReport(['main/error', 'validation/main/error'], 'epoch',
-                                             filename='error.png'))
-        trainer.extend(extensions.PlotReport(['main/loss'], 'epoch', filename='loss.png'))
-        trainer.extend(extensions.PlotReport(['lr'], 'epoch', filename='lr.png'))
+        for keys, name, ylabel, legend in PLOTS:
+            trainer.extend(extensions.PlotReport(
+                keys, 'epoch', filename=name, marker=None,
+                postprocess=_label_plot(ylabel, legend, log=name == 'lr.png')))
     trainer.extend(extensions.snapshot(filename='snapshot.npz', savefun=save_npz_uncompressed),
                    trigger=(1, 'epoch'))
     if sys.stdout.isatty():
@@ -374,7 +405,11 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
         print(f'resumed from {snapshot} at epoch {updater.epoch} of {opt.nEpochs}', flush=True)
 
     start = time.time()
-    trainer.run()
+    try:
+        trainer.run()
+    finally:
+        if hasattr(train_iter, 'finalize'):
+            train_iter.finalize()
     seconds = time.time() - start
 
     log = log_report.log

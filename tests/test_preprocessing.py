@@ -81,3 +81,24 @@ def test_mean_and_standard_error_by_hand():
     assert utils.mean_and_standard_error([10.0]) == (10.0, 0.0)
     mean, se = utils.mean_and_standard_error([10.0, 12.0, 14.0])
     assert mean == pytest.approx(12.0) and se == pytest.approx(2.0 / np.sqrt(3))
+
+
+def test_worker_processes_draw_their_own_random_streams(monkeypatch):
+    import os
+    sounds = [np.arange(1000, dtype=np.int16) * (i + 1) for i in range(4)]
+    ds = dataset.TrainDataset(sounds, [0, 1, 2, 3], dataset.Preprocessor(100), seed=5)
+    again = dataset.TrainDataset(sounds, [0, 1, 2, 3], dataset.Preprocessor(100), seed=5)
+    main_stream = [ds.get_example(0)[0] for _ in range(3)]
+    # The same seed in the same process is reproducible.
+    assert all(np.array_equal(a, again.get_example(0)[0]) for a in main_stream)
+    # A forked worker (another pid) holding the same state draws differently from the parent,
+    # and two workers differ from each other.
+    worker_a = dataset.TrainDataset(sounds, [0, 1, 2, 3], dataset.Preprocessor(100), seed=5)
+    worker_b = dataset.TrainDataset(sounds, [0, 1, 2, 3], dataset.Preprocessor(100), seed=5)
+    pid = os.getpid()
+    monkeypatch.setattr(os, 'getpid', lambda: pid + 1)
+    a = [worker_a.get_example(0)[0] for _ in range(3)]
+    monkeypatch.setattr(os, 'getpid', lambda: pid + 2)
+    b = [worker_b.get_example(0)[0] for _ in range(3)]
+    assert not all(np.array_equal(x, y) for x, y in zip(a, main_stream))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, b))

@@ -79,6 +79,15 @@ def test_one_epoch_of_each_learning_method_writes_the_split_files(tiny_data, tmp
     assert summary['errors'] == [result['final_error']] and summary['complete'] is False
 
 
+def test_training_with_worker_processes(tiny_data, tmp_path, capsys):
+    save = str(tmp_path / 'run')
+    rc, out, err = run_main(['--data', tiny_data, *FAST, '--learning', 'bc', '--nEpochs', '1',
+                             '--batchSize', '4', '--nWorkers', '2', '--save', save], capsys)
+    assert rc == 0, err
+    assert '2 data worker process(es)' in out
+    assert os.path.isfile(os.path.join(save, 'split1', 'result.json'))
+
+
 def test_test_only_reproduces_the_final_error_exactly(tiny_data, tmp_path, capsys):
     save = str(tmp_path / 'run')
     rc, _, err = run_main(['--data', tiny_data, *FAST, '--learning', 'intermix', '--nEpochs', '2',
