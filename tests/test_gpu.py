@@ -77,7 +77,7 @@ def test_intermix_functions_on_cupy_equal_numpy(cupy):
     close(mixer_gpu(cupy.asarray(h_i)), mixer_cpu(h_i))
 
 
-class _FixedBatch:
+class _FixedBatch(chainer.dataset.Iterator):
     """An iterator stand-in that returns the same batch at every step."""
 
     def __init__(self, batch):
