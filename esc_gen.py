@@ -2,7 +2,8 @@
 
 Usage::
 
-    python3 esc_gen.py DATA [--source DIR_OR_ZIP]
+    python3 esc_gen.py DATA [--source DIR_OR_ZIP] [--workers N] [--skipBad]
+    python3 esc_gen.py --check DATA/esc10/wav44.npz [...]
 
 ``--source`` is either an ESC-50 checkout (a directory holding ``meta/esc50.csv`` and
 ``audio/*.wav``) or the ESC-50 master zip (``ESC-50-master/meta/esc50.csv`` etc. inside; members
@@ -10,8 +11,8 @@ are read straight from the zip, nothing is extracted). Without ``--source`` the 
 from https://github.com/karoldvl/ESC-50/archive/master.zip into ``DATA/ESC-50-master.zip`` (kept,
 and reused by a later run).
 
-Writes, for every sample rate fs a registered network needs (``models.sample_rates()``: 16 kHz and
-44.1 kHz), in the pickle-free format of :mod:`npzio`:
+Writes, for every sample rate fs a registered network needs (``models.sample_rates()``), in the
+pickle-free format of :mod:`npzio`:
 
 - ``DATA/esc50/wav{fs//1000}.npz``: all rows of ``meta/esc50.csv``; label = ``target`` (0-49),
   class names indexed by target from the ``category`` column;
@@ -22,28 +23,43 @@ Writes, for every sample rate fs a registered network needs (``models.sample_rat
 
 The CSV is authoritative for fold and label; within a fold, clips keep the CSV order.
 
-Per clip: read as float64 (soundfile), downmix to mono (mean over channels), resample with a
-polyphase filter (``scipy.signal.resample_poly``, up/down = target/source rate reduced by their gcd;
-skipped when equal), convert to int16 (``clip(round(x * 32768))``), then trim leading and trailing
-digital silence (samples equal to 0), keeping ``x[first_nonzero:last_nonzero + 1]``. Trimming comes
-after resampling, as in the BC-learning reference, which trimmed the output of its ffmpeg
-conversion; so the two rates of a clip need not cover exactly the same time span.
+Per clip (:mod:`audio_io`, shared with ``urbansound_gen.py``): decode with libsndfile as float64,
+downmix to mono (mean over channels), resample with a polyphase filter
+(``scipy.signal.resample_poly``, up/down = target/source rate reduced by their gcd; skipped when
+equal), convert to int16 (``clip(round(x * 32768))``), then trim leading and trailing digital
+silence (samples equal to 0), keeping ``x[first_nonzero:last_nonzero + 1]``. Trimming comes after
+resampling, as in the BC-learning reference, which trimmed the output of its ffmpeg conversion; so
+the rates of a clip need not cover exactly the same time span.
 
-Everything is read, checked and converted in memory before anything is written (the full ESC-50 is
-about 1.2 GB of int16 at the two rates): a missing or malformed CSV, a row whose audio file is
-missing, an unreadable, empty or all-zero WAV ends the run with a one-line
-``esc_gen.py: error: ...`` naming the file (and CSV line), exit status 2, and no output. Each output
-file is written to a temporary name and renamed. A checkout holding only some of the clips (e.g.
-the 400 ESC-10 clips with a CSV listing only them) works; the classes and folds present are
-reported, and ESC-50 files of such a subset still have all 50 class names (labels stay the
-targets), so a subset is never mistaken for the full dataset silently.
+Clips are converted in parallel (``--workers``, default: every CPU this process may use; 1 runs
+in this process) and cached in ``DATA/.cache/esc50/`` as they finish, so a run interrupted by
+Ctrl-C, kill -9 or a crash loses no finished clip: the next run converts only the rest. The
+dataset files are assembled from the cache, each written to a temporary name and renamed (never
+truncated), and the cache is removed once every file is written.
+
+Bad input: a missing or malformed CSV stops the run with a one-line ``esc_gen.py: error: ...``
+naming the file and line, exit status 2, nothing written. A listed audio file that is missing,
+empty (0 bytes or 0 frames), truncated, not audio, or all-zero gets one line
+``esc_gen.py: error: FILE: REASON (listed on CSV line N)``; without ``--skipBad`` the run stops
+with exit status 2 and writes no dataset file (problems found without decoding, i.e. all but
+silence and decoding errors, before anything at all is written; one found while converting stops
+the run and leaves the clips converted so far in the cache for the rerun). With ``--skipBad`` the
+other clips are converted and ``DATA/esc50/skipped.txt`` (and ``DATA/esc10/skipped.txt`` for the
+ESC-10 rows) list each skipped file and why; a later run that skips nothing removes them.
+
+A checkout holding only some of the clips (e.g. the 400 ESC-10 clips with a CSV listing only them)
+works; the classes and folds present are reported, and ESC-50 files of such a subset still have
+all 50 class names (labels stay the targets), so a subset is never mistaken for the full dataset
+silently.
+
+``--check FILE`` prints the clip count per fold and class and duration statistics of a generated
+file and verifies that it loads without pickle.
 """
 import argparse
 import collections
 import csv
 import http.client
 import io
-import math
 import os
 import sys
 import time
@@ -52,10 +68,9 @@ import urllib.request
 import zipfile
 
 import numpy as np
-import scipy.signal
-import soundfile as sf
 from tqdm import tqdm
 
+import audio_io
 import npzio
 from utils import UserError, atomic_write
 
@@ -64,6 +79,8 @@ ESC50_URL = 'https://github.com/karoldvl/ESC-50/archive/master.zip'
 ZIP_NAME = 'ESC-50-master.zip'
 DOWNLOAD_TIMEOUT_S = 30
 CSV_PATH = 'meta/esc50.csv'
+N_FOLDS = 5  # ESC-50's official folds (a CSV with fewer is reported as a subset)
+CACHE_NAME = 'esc50'  # DATA/.cache/esc50: converted clips, shared by esc50 and esc10
 REQUIRED_COLUMNS = ('filename', 'fold', 'target', 'category', 'esc10')
 
 # ESC-10 label -> ESC-50 target, and the ESC-10 class names in label order (SPEC 2).
@@ -110,11 +127,8 @@ class DirSource:
     def audio_name(self, filename):
         return os.path.join(self.root, 'audio', filename)
 
-    def has_audio(self, filename):
-        return os.path.isfile(self.audio_name(filename))
-
-    def open_audio(self, filename):
-        return self.audio_name(filename)
+    def clip_source(self, filename):
+        return audio_io.ClipSource(self.audio_name(filename))
 
     def close(self):
         pass
@@ -130,7 +144,6 @@ class ZipSource:
         except (OSError, zipfile.BadZipFile) as e:
             raise UserError('%s: cannot open zip (%s)' % (zip_path, e)) from None
         names = self.zf.namelist()
-        self.members = set(names)
         candidates = sorted(n for n in names if n == CSV_PATH or n.endswith('/' + CSV_PATH))
         if not candidates:
             self.zf.close()
@@ -153,11 +166,8 @@ class ZipSource:
     def audio_name(self, filename):
         return '%s:%saudio/%s' % (self.zip_path, self.prefix, filename)
 
-    def has_audio(self, filename):
-        return self.prefix + 'audio/' + filename in self.members
-
-    def open_audio(self, filename):
-        return io.BytesIO(self._read(self.prefix + 'audio/' + filename))
+    def clip_source(self, filename):
+        return audio_io.ClipSource(self.zip_path, self.prefix + 'audio/' + filename)
 
     def close(self):
         self.zf.close()
@@ -290,66 +300,11 @@ def esc50_class_names(rows, csv_name):
 
 
 # --------------------------------------------------------------------------------------------
-# Audio
+# Audio: reading, conversion, the parallel cached run and --check live in audio_io (shared with
+# urbansound_gen.py).
 
-
-def to_int16(x):
-    """Float samples (full scale +-1) -> int16, rounding and clipping: clip(round(x * 32768))."""
-    return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
-
-
-def trim_silence(x):
-    """``x[first_nonzero:last_nonzero + 1]``; an empty array when every sample is 0."""
-    nz = np.flatnonzero(x)
-    if len(nz) == 0:
-        return x[:0]
-    return x[nz[0]:nz[-1] + 1]
-
-
-def convert_clip(mono, src_fs, fs):
-    """Mono float64 clip at ``src_fs`` -> trimmed int16 clip at ``fs`` (SPEC 2)."""
-    if fs != src_fs:
-        g = math.gcd(int(fs), int(src_fs))
-        mono = scipy.signal.resample_poly(mono, fs // g, src_fs // g)
-    return trim_silence(to_int16(mono))
-
-
-def read_clip(source, row):
-    """Read one row's WAV -> (mono float64 array, sample rate); UserError naming the file."""
-    name = source.audio_name(row.filename)
-    try:
-        data, src_fs = sf.read(source.open_audio(row.filename), dtype='float64', always_2d=True)
-    except UserError:
-        raise
-    except (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError, EOFError) as e:
-        raise UserError('%s: cannot read audio (%s)' % (name, npzio.one_line(e))) from None
-    if data.shape[0] == 0:
-        raise UserError('%s: empty audio file (0 frames)' % name)
-    mono = data.mean(axis=1)
-    if not np.any(mono):
-        raise UserError('%s: entirely digital silence (every sample is 0)' % name)
-    return mono, int(src_fs)
-
-
-def read_all(source, rows, rates):
-    """Read and convert every clip -> {fs: [int16 clip per row]}; UserError on the first bad one."""
-    missing = [r for r in rows if not source.has_audio(r.filename)]
-    if missing:
-        r = missing[0]
-        more = (' (and %d more listed files missing)' % (len(missing) - 1)
-                if len(missing) > 1 else '')
-        raise UserError('%s: audio file missing, listed on %s line %d%s'
-                        % (source.audio_name(r.filename), source.csv_name, r.line, more))
-    out = {fs: [] for fs in rates}
-    for r in tqdm(rows, desc='clips', unit='clip', file=sys.stderr):
-        mono, src_fs = read_clip(source, r)
-        for fs in rates:
-            clip = convert_clip(mono, src_fs, fs)
-            if len(clip) == 0:
-                raise UserError('%s: silent at %d Hz after resampling (every sample is 0)'
-                                % (source.audio_name(r.filename), fs))
-            out[fs].append(clip)
-    return out
+to_int16 = audio_io.to_int16
+trim_silence = audio_io.trim_silence
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,46 +323,56 @@ def build_folds(rows, clips, label_of):
 
 def describe(name, rows, label_of, class_names):
     """Lines reporting the classes, folds and clip counts of one dataset."""
-    labels = sorted({label_of(r) for r in rows})
-    per_fold = collections.Counter(r.fold for r in rows)
-    lines = ['%s: %d clips, %d of %d classes, folds %s'
-             % (name, len(rows), len(labels), len(class_names),
-                ' '.join('%d:%d' % (k, per_fold[k]) for k in sorted(per_fold)))]
-    if len(labels) < len(class_names):
-        lines.append('  subset: %d of %d classes present: %s'
-                     % (len(labels), len(class_names),
-                        ', '.join('%d %s' % (c, class_names[c]) for c in labels)))
-    per_cell = collections.Counter((r.fold, label_of(r)) for r in rows)
-    counts = sorted({per_cell[(k, c)] for k in per_fold for c in labels})
-    lines.append('  clips per present class in each fold: %s'
-                 % ('%d' % counts[0] if len(counts) == 1 else
-                    'from %d to %d' % (counts[0], counts[-1])))
-    return lines
+    return audio_io.describe(name, rows, label_of, class_names, N_FOLDS)
 
 
 def main(argv=None):
-    """Command-line entry point; returns the exit status (0 ok, 2 user error)."""
+    """Command-line entry point; returns the exit status (0 ok, 2 user error, 130 Ctrl-C)."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description='Build DATA/esc50/wav*.npz and DATA/esc10/wav*.npz from ESC-50.')
-    parser.add_argument('data', metavar='DATA', help='output root (esc50/ and esc10/ go here)')
+        prog=PROG, description='Build DATA/esc50/wav*.npz and DATA/esc10/wav*.npz from ESC-50, '
+                               'or check such a file (--check).')
+    parser.add_argument('data', metavar='DATA', nargs='?',
+                        help='output root (esc50/ and esc10/ go here)')
     parser.add_argument('--source', metavar='DIR_OR_ZIP',
                         help='ESC-50 checkout (meta/esc50.csv + audio/) or ESC-50-master.zip; '
                              'default: download the zip into DATA')
+    parser.add_argument('--workers', type=int, default=audio_io.default_workers(), metavar='N',
+                        help='conversion processes (default: %(default)s, the CPUs available; '
+                             '1 converts in this process)')
+    parser.add_argument('--skipBad', action='store_true',
+                        help='skip missing, empty, truncated, unreadable or silent files, convert '
+                             'the rest and list the skipped ones in DATA/esc50/skipped.txt (and '
+                             'DATA/esc10/skipped.txt) (default: stop with exit status 2 and write '
+                             'nothing)')
+    parser.add_argument('--check', nargs='+', metavar='NPZ',
+                        help='print clip counts per fold and class and duration statistics of '
+                             'generated files, and verify they load without pickle; no DATA')
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return e.code
-    try:
-        return run(args.data, args.source)
-    except UserError as e:
-        print('%s: error: %s' % (PROG, npzio.one_line(e)), file=sys.stderr)
+    if args.check:
+        if args.data is not None:
+            parser.print_usage(sys.stderr)
+            print('%s: error: --check takes npz files, not DATA' % PROG, file=sys.stderr)
+            return 2
+        return audio_io.cli(PROG, lambda: audio_io.run_check(args.check))
+    if args.data is None:
+        parser.print_usage(sys.stderr)
+        print('%s: error: DATA is required (or --check NPZ)' % PROG, file=sys.stderr)
         return 2
+    return audio_io.cli(PROG, lambda: run(args.data, args.source, workers=args.workers,
+                                          skip_bad=args.skipBad))
 
 
-def run(data_dir, source_path=None):
-    """Generate the files (see the module docstring); raises UserError."""
+def run(data_dir, source_path=None, workers=None, skip_bad=False):
+    """Generate the files (see the module docstring); raises UserError / audio_io.BadFiles."""
     import models  # the registry says which rates are needed
     t0 = time.time()
+    if workers is None:
+        workers = audio_io.default_workers()
+    if workers < 1:
+        raise UserError('--workers must be >= 1, got %d' % workers)
     rates = [int(fs) for fs in models.sample_rates()]
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise UserError('DATA %s: exists and is not a directory' % data_dir)
@@ -417,15 +382,33 @@ def run(data_dir, source_path=None):
     try:
         rows = parse_csv(source.read_csv_text(), source.csv_name)
         esc50_names = esc50_class_names(rows, source.csv_name)
-        print('source: %s (%d rows); rates: %s Hz'
-              % (source.csv_name, len(rows), ', '.join(str(fs) for fs in rates)))
-        clips = read_all(source, rows, rates)
+        items = [audio_io.Item(source.clip_source(r.filename),
+                               'listed on %s line %d' % (source.csv_name, r.line)) for r in rows]
     finally:
         source.close()
+    print('source: %s (%d rows); rates: %s Hz'
+          % (source.csv_name, len(rows), ', '.join(str(fs) for fs in rates)))
+
+    cache = audio_io.cache_root(data_dir, CACHE_NAME)
+    t1 = time.time()
+    paths, bads, n_cached = audio_io.plan(items, rates, cache, trim=True, skip_bad=skip_bad)
+    for b in bads[:audio_io.MAX_LISTED]:
+        print('%s: skipped %s' % (PROG, audio_io.bad_line(b)), file=sys.stderr)
+    n_todo = sum(p is not None for p in paths) - n_cached
+    n_workers = min(workers, max(n_todo, 1))
+    print('%d clips: %d already converted (cache %s), %d to convert on %d worker%s'
+          % (len(rows), n_cached, cache, n_todo, n_workers, 's' if n_workers > 1 else ''))
+    t2 = time.time()
+    bads += audio_io.convert_all(items, paths, rates, True, workers, skip_bad, cache, PROG)
+    t3 = time.time()
+    bad_idx = {id(b.item) for b in bads}
+    good = [i for i, it in enumerate(items) if id(it) not in bad_idx]
+    if not good:
+        raise UserError('no clip could be converted (%d bad files)' % len(bads))
 
     esc10_label = {t: i for i, t in enumerate(ESC10_TARGETS)}
-    datasets = [('esc50', list(range(len(rows))), lambda r: r.target, esc50_names)]
-    esc10_idx = [i for i, r in enumerate(rows) if r.esc10]
+    datasets = [('esc50', good, lambda r: r.target, esc50_names)]
+    esc10_idx = [i for i in good if rows[i].esc10]
     if esc10_idx:
         datasets.append(('esc10', esc10_idx, lambda r: esc10_label[r.target],
                          list(ESC10_CLASSES)))
@@ -435,12 +418,17 @@ def run(data_dir, source_path=None):
     for name, idx, label_of, class_names in datasets:
         for line in describe(name, [rows[i] for i in idx], label_of, class_names):
             print(line)
+    for name, _, _, _ in datasets:
+        audio_io.remove_stale_temps(os.path.join(data_dir, name))
     written = []
-    for name, idx, label_of, class_names in datasets:
-        sub_rows = [rows[i] for i in idx]
-        for fs in rates:
+    for fs in rates:
+        clips = {i: audio_io.load_cached(paths[i], rates, fs)
+                 for i in tqdm(good, desc='read %d Hz' % fs, unit='clip', file=sys.stderr,
+                               leave=False, disable=len(good) < 200)}
+        for name, idx, label_of, class_names in datasets:
             path = os.path.join(data_dir, name, 'wav%d.npz' % (fs // 1000))
-            folds = build_folds(sub_rows, [clips[fs][i] for i in idx], label_of)
+            sub_rows = [rows[i] for i in idx]
+            folds = build_folds(sub_rows, [clips[i] for i in idx], label_of)
             try:
                 npzio.save_sound_npz(path, folds, fs, class_names)
             except OSError as e:
@@ -450,10 +438,24 @@ def run(data_dir, source_path=None):
                            % (path, fs, n, ' '.join('fold%d:%d' % (k, len(s))
                                                    for k, (s, _) in folds.items()),
                               os.path.getsize(path) / 1e6))
+        del clips
+    row_of = {id(it): r for it, r in zip(items, rows)}
+    reports = []
+    for name, _, _, _ in datasets:
+        report = os.path.join(data_dir, name, 'skipped.txt')
+        mine = [b for b in bads if name == 'esc50' or row_of[id(b.item)].esc10]
+        audio_io.write_report(report, PROG, mine, len(rows) if name == 'esc50'
+                              else sum(r.esc10 for r in rows))
+        if mine:
+            reports.append(report)
+    audio_io.remove_cache(data_dir, CACHE_NAME)
     print('wrote:')
-    for line in written:
+    for line in sorted(written):
         print(line)
-    print('done in %.1f s' % (time.time() - t0))
+    audio_io.print_skipped(PROG, bads, reports)
+    t4 = time.time()
+    print('done in %.1f s (check %.1f s, convert %.1f s, write %.1f s)'
+          % (t4 - t0, t2 - t1, t3 - t2, t4 - t3))
     return 0
 
 

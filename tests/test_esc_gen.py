@@ -228,7 +228,7 @@ def test_missing_audio_file(tmp_path, capsys):
     assert not data.exists()
 
 
-@pytest.mark.parametrize('kind', ['empty', 'zeros', 'garbage'])
+@pytest.mark.parametrize('kind', ['empty', 'zeros', 'garbage', 'truncated', 'zero bytes'])
 def test_bad_wav(tmp_path, capsys, kind):
     src = str(tmp_path / 'src')
     make_tree(src)
@@ -239,16 +239,74 @@ def test_bad_wav(tmp_path, capsys, kind):
         assert sf.info(path).frames == 0
     elif kind == 'zeros':
         write_wav(path, np.zeros(5000, np.int16))
-    else:
+    elif kind == 'garbage':
         with open(path, 'wb') as f:
             f.write(b'RIFF\x00\x00\x00\x00this is not audio')
+    elif kind == 'truncated':
+        with open(path, 'rb') as f:
+            content = f.read()
+        with open(path, 'wb') as f:
+            f.write(content[:len(content) - 1000])
+    else:
+        open(path, 'wb').close()
     data = tmp_path / 'data'
     rc, _, err = run_gen(capsys, data, '--source', src)
     assert rc == 2
     line = error_line(err)
-    assert victim in line
-    assert {'empty': '0 frames', 'zeros': 'silence', 'garbage': 'cannot read'}[kind] in line
-    assert not data.exists()
+    assert victim in line and 'esc50.csv line 5' in line
+    assert {'empty': '0 frames', 'zeros': 'silence', 'garbage': 'cannot read',
+            'truncated': 'truncated', 'zero bytes': 'empty file (0 bytes)'}[kind] in line
+    if kind == 'zeros':  # found while decoding: only the cache of the clips converted so far
+        assert os.listdir(data) == ['.cache']
+    else:  # found before anything is written
+        assert not data.exists()
+
+
+def test_skip_bad_reports_per_dataset(tmp_path, capsys):
+    src = str(tmp_path / 'src')
+    make_tree(src)
+    esc10_victim = _name(3, *ROWS[3][:2])   # an ESC-10 row (fold 2, dog)
+    esc50_victim = _name(4, *ROWS[4][:2])   # an ESC-50-only row (fold 1, chirping_birds)
+    os.remove(os.path.join(src, 'audio', esc10_victim))
+    write_wav(os.path.join(src, 'audio', esc50_victim), np.zeros(3000, np.int16))
+    data = str(tmp_path / 'data')
+    rc, out, err = run_gen(capsys, data, '--source', src, '--skipBad')
+    assert rc == 0, err
+    assert '2 files skipped (--skipBad)' in err
+    report50 = open(os.path.join(data, 'esc50', 'skipped.txt')).read()
+    report10 = open(os.path.join(data, 'esc10', 'skipped.txt')).read()
+    assert esc10_victim in report50 and esc50_victim in report50
+    assert esc10_victim in report10 and esc50_victim not in report10
+    assert '2 of 12 listed files skipped' in report50 and '1 of 8 listed' in report10
+    d50 = npzio.load_sound_npz(os.path.join(data, 'esc50', 'wav16.npz'))
+    d10 = npzio.load_sound_npz(os.path.join(data, 'esc10', 'wav16.npz'))
+    assert [len(d50.folds[k][0]) for k in (1, 2)] == [5, 5]
+    assert [len(d10.folds[k][0]) for k in (1, 2)] == [4, 3]
+    assert not os.path.exists(os.path.join(data, '.cache'))
+
+
+def test_workers_1_equals_parallel_and_cache_is_removed(generated, tmp_path, capsys):
+    src, _, data = generated
+    assert not os.path.exists(os.path.join(data, '.cache'))
+    rc, out, err = run_gen(capsys, tmp_path / 'data', '--source', src, '--workers', '1')
+    assert rc == 0, err
+    assert '12 clips: 0 already converted' in out and 'on 1 worker' in out
+    for rel in all_files(data):
+        with np.load(os.path.join(data, rel)) as a, \
+                np.load(os.path.join(tmp_path, 'data', rel)) as b:
+            for key in a.files:
+                np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_check_command(generated, capsys):
+    _, _, data = generated
+    rc, out, err = run_gen(capsys, '--check', os.path.join(data, 'esc10', 'wav44.npz'),
+                           os.path.join(data, 'esc50', 'wav16.npz'))
+    assert rc == 0, err
+    assert '44100 Hz' in out and '16000 Hz' in out and out.count('load without pickle') == 2
+    assert '8 rooster' in out and 'duration (s):' in out
+    rc, _, err = run_gen(capsys, data, '--check', os.path.join(data, 'esc10', 'wav44.npz'))
+    assert rc == 2 and '--check takes npz files, not DATA' in err
 
 
 def test_csv_missing_column(tmp_path, capsys):
