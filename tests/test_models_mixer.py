@@ -34,7 +34,7 @@ def test_parameter_counts_by_hand():
 
 
 def test_registry_lists_the_rates_the_generators_must_produce():
-    assert models.sample_rates() == [16000, 44100]
+    assert models.sample_rates() == [8000, 16000, 22050, 44100]
 
 
 def test_mixer_at_the_input_is_bc_learning_of_the_two_waveforms():
