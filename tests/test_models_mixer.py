@@ -94,3 +94,23 @@ def test_network_forward_applies_the_mixer_only_at_its_point():
         probed = net(x, Probe()).array
     assert calls == [(2, 50, 11, 46)]
     np.testing.assert_array_equal(plain, probed)
+
+
+def test_models_use_the_fast_cpu_convolution_and_match_the_stock_one(monkeypatch):
+    import fastconv
+    calls = []
+    real = fastconv.fast_convolution_2d
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(fastconv, 'fast_convolution_2d', counting)
+    net = models.archs['envnet'](10)
+    x = np.random.default_rng(3).standard_normal((2, 1, 1, 24014)).astype(np.float32)
+    with chainer.using_config('train', False), chainer.no_backprop_mode():
+        fast = net(x).array
+        assert len(calls) == 4  # conv1-4
+        monkeypatch.setenv('INTERMIX_STOCK_CONV', '1')
+        stock = net(x).array
+        assert len(calls) == 4
+    np.testing.assert_allclose(fast, stock, rtol=1e-4, atol=1e-5)

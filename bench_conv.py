@@ -1,0 +1,243 @@
+"""Micro-benchmark: stock ``F.convolution_2d`` vs ``fastconv`` on the conv layers of EnvNet and
+EnvNet-v2, plus an end-to-end training step of both networks (issue 5).
+
+    .venv/bin/python bench_conv.py [--batch 8] [--repeat 3] [--nets envnet,envnetv2]
+                                   [--no-layers] [--no-e2e] [--out FILE] [--fast-threads N]
+
+Prints one JSON object:
+
+* ``layers``: for each conv layer, ``stock``/``fast`` dicts with ``fwd_s`` (forward, no graph),
+  ``fwdbwd_s`` (forward + backward of x, W -- x only where the layer's input needs a gradient in
+  the network), each the minimum over ``--repeat`` interleaved runs of wall-clock time, the same
+  for process CPU time (``*_cpu_s``), and ``peak_rss_mb``: the peak rise of the resident set
+  during one forward + backward (sampled every 2 ms by a thread: BLAS buffers included);
+  ``speedup_fwd`` / ``speedup_fwdbwd`` are stock/fast wall-time ratios.
+* ``end_to_end``: per network, one training step (cleargrads, forward, softmax cross-entropy,
+  backward, NesterovAG update with weight decay, as ``training.py``) at ``--batch`` clips, with
+  every ``L.Convolution2D`` stock vs routed to ``fastconv.convolution_2d`` (monkeypatched here
+  only), plus clips/s, the ratio, the peak RSS rise, and the relative difference of the
+  test-mode logits.
+
+Timings on a shared machine are noisy: the minimum over repeats is reported, and the load average
+is included. Threads: OpenBLAS as configured (``OPENBLAS_NUM_THREADS``) for Chainer; fastconv uses
+``fastconv.NUM_THREADS`` workers (``--fast-threads``) with single-threaded BLAS inside its kernels.
+"""
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+
+import compat  # noqa: F401
+import chainer
+import chainer.functions as F
+import chainer.links as L
+
+import fastconv
+
+# name: (C, H, W, O, kh, kw, stride, pad, needs_gx)
+LAYERS = {
+    'envnet': [
+        ('conv1', (1, 1, 24014, 40, 1, 8, (1, 1), (0, 0), False)),
+        ('conv2', (40, 1, 24007, 40, 1, 8, (1, 1), (0, 0), True)),
+        ('conv3', (1, 40, 150, 50, 8, 13, (1, 1), (0, 0), True)),
+        ('conv4', (50, 11, 46, 50, 1, 5, (1, 1), (0, 0), True)),
+    ],
+    'envnetv2': [
+        ('conv1', (1, 1, 66650, 32, 1, 64, (1, 2), (0, 0), False)),
+        ('conv2', (32, 1, 33294, 64, 1, 16, (1, 2), (0, 0), True)),
+        ('conv3', (1, 64, 260, 32, 8, 8, (1, 1), (0, 0), True)),
+        ('conv4', (32, 57, 253, 32, 8, 8, (1, 1), (0, 0), True)),
+        ('conv5', (32, 10, 82, 64, 1, 4, (1, 1), (0, 0), True)),
+        ('conv6', (64, 10, 79, 64, 1, 4, (1, 1), (0, 0), True)),
+        ('conv7', (64, 10, 38, 128, 1, 2, (1, 1), (0, 0), True)),
+        ('conv8', (128, 10, 37, 128, 1, 2, (1, 1), (0, 0), True)),
+        ('conv9', (128, 10, 18, 256, 1, 2, (1, 1), (0, 0), True)),
+        ('conv10', (256, 10, 17, 256, 1, 2, (1, 1), (0, 0), True)),
+    ],
+}
+
+
+def _rss_bytes():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+class PeakRSS:
+    """Context manager: ``self.peak_mb`` = peak RSS rise (MB) over the block, sampled every 2 ms."""
+
+    def __enter__(self):
+        self.base = _rss_bytes()
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_bytes())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+        self.peak_mb = round((self.peak - self.base) / 2 ** 20, 1)
+        return False
+
+
+def _timed(fn):
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
+def bench_layer(spec, batch, repeat, rng):
+    c, h, w, o, kh, kw, stride, pad, needs_gx = spec
+    x = rng.standard_normal((batch, c, h, w)).astype(np.float32)
+    W = (rng.standard_normal((o, c, kh, kw)) * np.sqrt(2.0 / (c * kh * kw))).astype(np.float32)
+    convs = {'stock': F.convolution_2d, 'fast': fastconv.fast_convolution_2d}
+
+    def fwd(fn):
+        with chainer.no_backprop_mode():
+            fn(x, W, None, stride, pad)
+
+    def fwdbwd(fn):
+        xv = chainer.Variable(x, requires_grad=needs_gx)
+        wv = chainer.Variable(W)
+        y = fn(xv, wv, None, stride, pad)
+        y.grad = np.ones(y.shape, np.float32)
+        y.backward()
+
+    res = {k: {'fwd_s': 1e9, 'fwdbwd_s': 1e9, 'fwd_cpu_s': 1e9, 'fwdbwd_cpu_s': 1e9}
+           for k in convs}
+    for _ in range(repeat):
+        for name, fn in convs.items():
+            r = res[name]
+            wall, cpu = _timed(lambda: fwd(fn))
+            r['fwd_s'], r['fwd_cpu_s'] = min(r['fwd_s'], wall), min(r['fwd_cpu_s'], cpu)
+            wall, cpu = _timed(lambda: fwdbwd(fn))
+            r['fwdbwd_s'], r['fwdbwd_cpu_s'] = min(r['fwdbwd_s'], wall), min(r['fwdbwd_cpu_s'], cpu)
+    for name, fn in convs.items():
+        with PeakRSS() as m:
+            fwdbwd(fn)
+        res[name]['peak_rss_mb'] = m.peak_mb
+        res[name] = {k: (round(v, 4) if isinstance(v, float) else v)
+                     for k, v in res[name].items()}
+    out = {'input': [batch, c, h, w], 'W': [o, c, kh, kw], 'stride': list(stride),
+           'pad': list(pad), 'gx': needs_gx, **res}
+    out['speedup_fwd'] = round(res['stock']['fwd_s'] / res['fast']['fwd_s'], 2)
+    out['speedup_fwdbwd'] = round(res['stock']['fwdbwd_s'] / res['fast']['fwdbwd_s'], 2)
+    return out
+
+
+_STOCK_FORWARD = L.Convolution2D.forward
+
+
+def _fast_forward(self, x):
+    """``L.Convolution2D.forward`` routed through ``fastconv.convolution_2d`` (bench only)."""
+    x = chainer.as_variable(x)
+    if self.W.raw_array is None:
+        self._initialize_params(x.shape[1])
+    return fastconv.convolution_2d(x, self.W, self.b, self.stride, self.pad,
+                                   dilate=self.dilate, groups=self.groups)
+
+
+def _build(net):
+    from models.envnet import EnvNet
+    from models.envnetv2 import EnvNetV2
+    return {'envnet': EnvNet, 'envnetv2': EnvNetV2}[net](50)
+
+
+def bench_e2e(net, batch, repeat, rng):
+    np.random.seed(0)
+    model = _build(net)
+    opt = chainer.optimizers.NesterovAG(lr=0.01, momentum=0.9)
+    opt.setup(model)
+    opt.add_hook(chainer.optimizer_hooks.WeightDecay(5e-4))
+    x = (rng.uniform(-1, 1, (batch, 1, 1, model.input_length)) * 0.3).astype(np.float32)
+    t = rng.integers(0, 50, batch).astype(np.int32)
+
+    def step():
+        with chainer.using_config('train', True):
+            loss = F.softmax_cross_entropy(model(x), t)
+            model.cleargrads()
+            loss.backward()
+            opt.update()
+
+    def logits():
+        with chainer.using_config('train', False), chainer.no_backprop_mode():
+            return model(x).array
+
+    modes = {'stock': _STOCK_FORWARD, 'fast': _fast_forward}
+    res = {k: {'step_s': 1e9, 'step_cpu_s': 1e9} for k in modes}
+    try:
+        L.Convolution2D.forward = _STOCK_FORWARD
+        step()  # allocate optimizer state (not timed)
+        ref = logits()
+        L.Convolution2D.forward = _fast_forward
+        got = logits()
+        for _ in range(repeat):
+            for name, fwd in modes.items():
+                L.Convolution2D.forward = fwd
+                wall, cpu = _timed(step)
+                r = res[name]
+                r['step_s'], r['step_cpu_s'] = min(r['step_s'], wall), min(r['step_cpu_s'], cpu)
+        for name, fwd in modes.items():
+            L.Convolution2D.forward = fwd
+            with PeakRSS() as m:
+                step()
+            res[name]['peak_rss_mb'] = m.peak_mb
+    finally:
+        L.Convolution2D.forward = _STOCK_FORWARD
+    for name in modes:
+        r = res[name]
+        r['clips_per_s'] = round(batch / r['step_s'], 2)
+        r['step_s'], r['step_cpu_s'] = round(r['step_s'], 3), round(r['step_cpu_s'], 3)
+    return {'batch': batch, **res,
+            'speedup': round(res['stock']['step_s'] / res['fast']['step_s'], 2),
+            'logits_rel_diff': float(np.linalg.norm(got - ref) / np.linalg.norm(ref))}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--batch', type=int, default=8)
+    p.add_argument('--repeat', type=int, default=3)
+    p.add_argument('--nets', default='envnet,envnetv2')
+    p.add_argument('--no-layers', action='store_true')
+    p.add_argument('--no-e2e', action='store_true')
+    p.add_argument('--out', default=None, help='also write the JSON here')
+    p.add_argument('--fast-threads', type=int, default=None,
+                   help='fastconv.NUM_THREADS (default: automatic)')
+    a = p.parse_args(argv)
+    if a.fast_threads is not None:
+        fastconv.NUM_THREADS = a.fast_threads
+    rng = np.random.default_rng(0)
+    nets = [n for n in a.nets.split(',') if n]
+    result = {'batch': a.batch, 'repeat': a.repeat, 'numpy': np.__version__,
+              'chainer': chainer.__version__, 'cpus': os.cpu_count(),
+              'col_buffer_bytes': fastconv.COL_BUFFER_BYTES,
+              'openblas_num_threads': os.environ.get('OPENBLAS_NUM_THREADS'),
+              'fastconv_threads': fastconv._threads(),
+              'loadavg_start': list(os.getloadavg())}
+    if not a.no_layers:
+        result['layers'] = {net: {name: bench_layer(spec, a.batch, a.repeat, rng)
+                                  for name, spec in LAYERS[net]}
+                            for net in nets}
+    if not a.no_e2e:
+        result['end_to_end'] = {net: bench_e2e(net, a.batch, a.repeat, rng) for net in nets}
+    result['loadavg_end'] = list(os.getloadavg())
+    text = json.dumps(result, indent=1)
+    print(text)
+    if a.out:
+        with open(a.out, 'w') as f:
+            f.write(text + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,656 @@
+"""Fast CPU 2-D convolution for Chainer, in NumPy (issue 5).
+
+Chainer's CPU convolution builds an (N, C, kh, kw, Ho, Wo) column array for the whole batch and
+contracts it with ``numpy.tensordot``, which copies it once more into GEMM order (conv4 of
+EnvNet-v2: ~100 MB per clip, twice). Here:
+
+* the input is brought to channels-last (N, H, W, C) (free when it already is, e.g. the output
+  of a previous fast convolution), zero-padded if needed;
+* windows are read with ``as_strided`` into a column buffer of rows (kh, kw, C), one row per
+  output position: for channels-last input every (kw, C) run is contiguous, so the copy is cheap;
+* one BLAS GEMM per tile, (positions, kh*kw*C) @ (kh*kw*C, O), written straight into a
+  channels-last output buffer. The output is returned as the NCHW view of that buffer, exactly as
+  ``F.convolution_2d`` does on CPU (its output is a ``rollaxis`` view too).
+
+Tiles: the batch is cut into chunks (and a clip too big for the budget into output rows, or
+columns) so that one column buffer stays under :data:`COL_BUFFER_BYTES` -- small enough to stay
+in cache between the window copy and the GEMM. Tiles are shared out to :data:`NUM_THREADS` worker
+threads (NumPy releases the GIL in the copies and the GEMMs), each with its own buffer, while
+NumPy's OpenBLAS is set to one thread (see "Threads" below).
+
+Backward: ``gW`` is a GEMM of the (recomputed, tiled) columns with ``gy``; ``gx`` is the
+transposed convolution, either (when ``4 * C >= O``) split by stride phase -- each phase of the
+padded input gradient is a stride-1 full correlation of ``gy`` with the flipped, channel-swapped
+sub-kernel ``W[:, :, rh::sh, rw::sw]``, i.e. the forward kernel again, no scatter -- or (few input
+channels, e.g. C = 1) one GEMM ``gy @ W`` per tile followed by ``kh*kw`` strided scatter-adds.
+``gb`` is a sum. Forward, input gradient (:class:`FastDeconvolution2D`) and weight gradient
+(:class:`FastConvolution2DGradW`) are FunctionNodes whose backwards are written with each other,
+so higher-order gradients work too.
+
+Supported: stride >= 1 and zero padding >= 0 per axis, dilation 1, groups 1, ``cover_all=False``;
+float32 and float64 (float16 works but is slow: NumPy has no BLAS for it); NumPy arrays only --
+CuPy / ChainerX / iDeep arrays raise ``TypeError``. Use :func:`convolution_2d` to dispatch: NumPy
+float32/float64 inputs and :func:`enabled` -> fast path, everything else -> ``F.convolution_2d``
+(Chainer's GPU path, cuDNN when present).
+
+Switch: :func:`enabled` is False when the environment variable ``INTERMIX_STOCK_CONV`` is set to
+``1`` (or true/yes/on; read at every call) or after ``set_enabled(False)``.
+"""
+import ctypes
+import glob
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+import compat  # noqa: F401  (numpy.sctypes for Chainer on NumPy 2)
+import chainer
+import chainer.functions as F
+from chainer import function_node
+from chainer.utils import type_check
+
+__all__ = ['COL_BUFFER_BYTES', 'NUM_THREADS', 'STOCK_CONV_ENV', 'FastConvolution2D',
+           'FastDeconvolution2D', 'FastConvolution2DGradW', 'fast_convolution_2d',
+           'convolution_2d', 'enabled', 'set_enabled', 'use_fast']
+
+#: Upper bound (bytes) of the column buffer of one tile (one buffer per worker thread), forward
+#: and backward alike. Cache-sized tiles stay in cache between the window copy and the GEMM:
+#: EnvNet-v2 conv4 forward took ~30% less CPU with 1-4 MB tiles than with 64 MB ones (one thread),
+#: and the peak memory stays low; the per-tile Python overhead is negligible at this size.
+COL_BUFFER_BYTES = 4 * 2 ** 20
+
+#: Environment variable: ``INTERMIX_STOCK_CONV=1`` makes :func:`enabled` False (stock Chainer conv).
+STOCK_CONV_ENV = 'INTERMIX_STOCK_CONV'
+
+_enabled_flag = True
+#: Input gradient by stride phases when _PHASES_RATIO * C >= O, else by GEMM + scatter-add.
+_PHASES_RATIO = 4
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def enabled():
+    """Whether :func:`convolution_2d` may use the fast CPU path.
+
+    False when ``$INTERMIX_STOCK_CONV`` is ``1``/true/yes/on (read at each call), or after
+    ``set_enabled(False)``; ``set_enabled(True)`` does not override the environment variable.
+    """
+    env = os.environ.get(STOCK_CONV_ENV, '').strip().lower()
+    return _enabled_flag and env not in ('1', 'true', 'yes', 'on')
+
+
+def set_enabled(flag):
+    """Turn the fast CPU path on (default) or off for this process; returns the previous flag."""
+    global _enabled_flag
+    previous, _enabled_flag = _enabled_flag, bool(flag)
+    return previous
+
+
+def _pair(v):
+    if hasattr(v, '__getitem__'):
+        a, b = v
+        return int(a), int(b)
+    return int(v), int(v)
+
+
+def _check_numpy(inputs, what):
+    for a in inputs:
+        if a is not None and type(a) is not np.ndarray:
+            raise TypeError(
+                '%s is a NumPy-only CPU convolution, got %s.%s; use fastconv.convolution_2d() '
+                '(dispatches GPU/ChainerX arrays to chainer.functions.convolution_2d) or '
+                'F.convolution_2d directly' % (what, type(a).__module__, type(a).__name__))
+
+
+# --------------------------------------------------------------------------------------------
+# Threads: worker threads, each with single-threaded BLAS
+# --------------------------------------------------------------------------------------------
+#
+# OpenBLAS parallelises each GEMM call over its own threads, which spin-wait between calls. With
+# many cache-sized GEMMs per layer that collapses when the cores are shared (measured here, load
+# 5-6 on 2 cores, EnvNet-v2 conv4 forward at batch 8: 2.4-3.2 s wall / 1.3-1.6 s CPU with 2 BLAS
+# threads vs 0.42-0.46 s / 0.21 s with 2 worker threads and 1 BLAS thread). So the kernels hand
+# tiles to NUM_THREADS worker threads (NumPy releases the GIL in matmul and in the window copies)
+# and set NumPy's OpenBLAS to one thread (via ctypes, reference counted) for the duration of a
+# kernel, restoring it afterwards; other threads of the process calling BLAS meanwhile get one
+# thread too. Where the BLAS thread count cannot be controlled (NumPy not on OpenBLAS), everything
+# runs in the calling thread with the BLAS as configured.
+
+#: Worker threads per convolution kernel; None: min(CPUs available, OpenBLAS threads at first use).
+NUM_THREADS = None
+
+_OPENBLAS_GET = ('scipy_openblas_get_num_threads64_', 'scipy_openblas_get_num_threads',
+                 'openblas_get_num_threads64_', 'openblas_get_num_threads')
+_OPENBLAS_SET = ('scipy_openblas_set_num_threads64_', 'scipy_openblas_set_num_threads',
+                 'openblas_set_num_threads64_', 'openblas_set_num_threads')
+_blas = None        # (get, set) ctypes functions, False when unavailable, None before lookup
+_auto_threads = None
+_pool = None        # (pid, n_threads, ThreadPoolExecutor)
+_state_lock = threading.Lock()
+
+
+def _find_blas():
+    """(get_num_threads, set_num_threads) of the OpenBLAS NumPy is linked to, or False.
+
+    NumPy wheels bundle it in ``numpy.libs`` (looked at first: SciPy, imported by Chainer, maps
+    its own OpenBLAS too); otherwise an OpenBLAS mapped into the process (Linux)."""
+    libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), 'numpy.libs')
+    paths = sorted(glob.glob(os.path.join(libs, '*openblas*')))
+    if not paths:
+        try:
+            with open('/proc/self/maps') as f:
+                for line in f:
+                    fields = line.split()
+                    if len(fields) >= 6 and 'openblas' in os.path.basename(fields[-1]).lower():
+                        paths.append(fields[-1])
+        except OSError:
+            pass
+    for path in dict.fromkeys(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for get_name, set_name in zip(_OPENBLAS_GET, _OPENBLAS_SET):
+            get, set_ = getattr(lib, get_name, None), getattr(lib, set_name, None)
+            if get is not None and set_ is not None:
+                get.restype, get.argtypes = ctypes.c_int, []
+                set_.restype, set_.argtypes = None, [ctypes.c_int]
+                return get, set_
+    return False
+
+
+def _threads():
+    """Number of worker threads to use (1: run in the calling thread, BLAS untouched)."""
+    global _blas, _auto_threads
+    if _blas is None:
+        with _state_lock:
+            if _blas is None:
+                _blas = _find_blas()
+                try:
+                    cpus = len(os.sched_getaffinity(0))
+                except AttributeError:
+                    cpus = os.cpu_count() or 1
+                _auto_threads = max(1, min(cpus, _blas[0]() if _blas else 1))
+    if not _blas:
+        return 1
+    return max(1, int(NUM_THREADS if NUM_THREADS is not None else _auto_threads))
+
+
+def _executor(n_threads):
+    global _pool
+    with _state_lock:
+        if _pool is None or _pool[0] != os.getpid() or _pool[1] < n_threads:
+            if _pool is not None and _pool[0] == os.getpid():
+                _pool[2].shutdown(wait=False)
+            _pool = (os.getpid(), n_threads,
+                     ThreadPoolExecutor(n_threads, thread_name_prefix='fastconv'))
+        return _pool[2]
+
+
+def _run_jobs(jobs, work, make_state):
+    """Run ``work(state, job)`` for every job on the worker threads; each worker pulls jobs from
+    a shared queue and owns one ``make_state()`` (its buffers). Returns the states used. A single
+    job runs in the calling thread (still with single-threaded BLAS when workers are in use)."""
+    threads = _threads()
+    nw = min(threads, len(jobs))
+    if threads > 1:
+        _blas_single_enter()
+    try:
+        if nw <= 1:
+            state = make_state()
+            for job in jobs:
+                work(state, job)
+            return [state]
+        it = iter(jobs)
+        lock = threading.Lock()
+
+        def run():
+            state = make_state()
+            while True:
+                with lock:
+                    job = next(it, None)
+                if job is None:
+                    return state
+                work(state, job)
+
+        pool = _executor(nw - 1)
+        futures = [pool.submit(run) for _ in range(nw - 1)]
+        try:
+            states = [run()]
+        finally:
+            states_rest = [f.result() for f in futures]
+        return states + states_rest
+    finally:
+        if threads > 1:
+            _blas_single_exit()
+
+
+_blas_users = 0
+_blas_saved = None
+
+
+def _blas_single_enter():
+    """Set NumPy's OpenBLAS to one thread (reference counted, for concurrent callers)."""
+    global _blas_users, _blas_saved
+    with _state_lock:
+        if _blas_users == 0:
+            _blas_saved = _blas[0]()
+            _blas[1](1)
+        _blas_users += 1
+
+
+def _blas_single_exit():
+    global _blas_users
+    with _state_lock:
+        _blas_users -= 1
+        if _blas_users == 0:
+            _blas[1](_blas_saved)
+
+
+# --------------------------------------------------------------------------------------------
+# NumPy kernels
+# --------------------------------------------------------------------------------------------
+
+def _plan(n, ho, wo, pos_bytes, budget=None):
+    """Tiling: (batch chunk nb, [(h0, h1, w0, w1), ...] spatial tiles within one batch chunk)."""
+    budget = COL_BUFFER_BYTES if budget is None else budget
+    clip = ho * wo * pos_bytes
+    if clip <= budget:
+        return max(1, min(n, budget // clip)), [(0, ho, 0, wo)]
+    row = wo * pos_bytes
+    if row <= budget:
+        r = max(1, budget // row)
+        return 1, [(h, min(ho, h + r), 0, wo) for h in range(0, ho, r)]
+    c = max(1, budget // pos_bytes)
+    return 1, [(h, h + 1, w, min(wo, w + c)) for h in range(ho) for w in range(0, wo, c)]
+
+
+def _jobs(n, ho, wo, pos_bytes, spatial_ok=True):
+    """Work split: (nb, tiles, jobs) with jobs = [(n0, n1, [tile, ...]), ...].
+
+    Work within one column budget is one job (small layers: no thread hand-off); otherwise batch
+    chunks are made small enough for every worker to get one; a clip larger than the budget is
+    split into spatial tiles, one job per clip, or -- with fewer clips than workers and
+    ``spatial_ok`` -- one job per tile."""
+    nb, tiles = _plan(n, ho, wo, pos_bytes)
+    nw = _threads()
+    if len(tiles) == 1:
+        if nb < n:  # more than one budget's worth: at least one chunk per worker
+            nb = min(nb, -(-n // nw))
+        return nb, tiles, [(n0, min(n, n0 + nb), tiles) for n0 in range(0, n, nb)]
+    if n >= nw or not spatial_ok:
+        return nb, tiles, [(n0, n0 + 1, tiles) for n0 in range(n)]
+    return nb, tiles, [(n0, n0 + 1, [t]) for n0 in range(n) for t in tiles]
+
+
+def _nhwc_padded(x, n0, n1, pads):
+    """Channels-last copy of x[n0:n1] (x is NCHW), zero-padded by pads = (top, bottom, left,
+    right); a negative pad crops. Contiguous; a view when x already is channels-last in memory."""
+    pt, pb, pl, pr = pads
+    xt = x[n0:n1].transpose(0, 2, 3, 1)
+    if min(pads) < 0:
+        xt = xt[:, max(0, -pt):xt.shape[1] - max(0, -pb), max(0, -pl):xt.shape[2] - max(0, -pr)]
+        pt, pb, pl, pr = (max(0, v) for v in pads)
+    if not (pt or pb or pl or pr):
+        return np.ascontiguousarray(xt)
+    n, h, w, c = xt.shape
+    out = np.empty((n, h + pt + pb, w + pl + pr, c), dtype=x.dtype)
+    out[:, :pt] = 0
+    out[:, pt + h:] = 0
+    out[:, pt:pt + h, :pl] = 0
+    out[:, pt:pt + h, pl + w:] = 0
+    out[:, pt:pt + h, pl:pl + w] = xt
+    return out
+
+
+def _im2col(xt, kh, kw, sh, sw, tile, out):
+    """Copy the windows of channels-last ``xt`` (n, Hp, Wp, C) for output tile into ``out``;
+    returns the (positions, kh*kw*C) column matrix (a view of ``out``)."""
+    h0, h1, w0, w1 = tile
+    n, _, _, c = xt.shape
+    s0, s1, s2, s3 = xt.strides
+    base = xt[:, h0 * sh:, w0 * sw:, :]
+    win = as_strided(base, shape=(n, h1 - h0, w1 - w0, kh, kw, c),
+                     strides=(s0, s1 * sh, s2 * sw, s1, s2, s3), writeable=False)
+    cols = out[:n * (h1 - h0) * (w1 - w0) * kh * kw * c]
+    np.copyto(cols.reshape(win.shape), win)
+    return cols.reshape(n * (h1 - h0) * (w1 - w0), kh * kw * c)
+
+
+def _buffer(nb, tiles, width, dtype):
+    return np.empty(nb * max((t[1] - t[0]) * (t[3] - t[2]) for t in tiles) * width, dtype=dtype)
+
+
+class _XCache:
+    """Channels-last padded input per batch chunk, computed once per chunk by whoever needs it
+    (several workers may share a clip when its tiles are separate jobs)."""
+
+    def __init__(self, x, pads, jobs):
+        self.x, self.pads = x, pads
+        self.shared = len({j[0] for j in jobs}) < len(jobs)
+        self.cache = {}
+        self.lock = threading.Lock()
+
+    def get(self, n0, n1):
+        if not self.shared:
+            return _nhwc_padded(self.x, n0, n1, self.pads)
+        with self.lock:
+            if n0 not in self.cache:
+                self.cache[n0] = _nhwc_padded(self.x, n0, n1, self.pads)
+            return self.cache[n0]
+
+
+def _conv_nhwc(x, W, stride, pads, out=None):
+    """Correlation of x (NCHW) with W (O, C, kh, kw), padding pads = (top, bottom, left, right);
+    result channels-last (N, Ho, Wo, O), written into ``out`` (any strides) when given."""
+    sh, sw = stride
+    n, c, h, w = x.shape
+    o, _, kh, kw = W.shape
+    ho = (h + pads[0] + pads[1] - kh) // sh + 1
+    wo = (w + pads[2] + pads[3] - kw) // sw + 1
+    if ho <= 0 or wo <= 0:
+        raise RuntimeError('Output size of the convolution should be positive, got %dx%d'
+                           % (ho, wo))
+    dtype = x.dtype
+    k = kh * kw * c
+    wmat = np.ascontiguousarray(W.astype(dtype, copy=False).transpose(2, 3, 1, 0)).reshape(k, o)
+    if out is None:
+        out = np.empty((n, ho, wo, o), dtype=dtype)
+    assert out.shape == (n, ho, wo, o), (out.shape, (n, ho, wo, o))
+    nb, tiles, jobs = _jobs(n, ho, wo, k * dtype.itemsize)
+    xcache = _XCache(x, pads, jobs)
+
+    def make_state():
+        return {'buf': _buffer(nb, tiles, k, dtype), 'tmp': None}
+
+    def work(state, job):
+        n0, n1, job_tiles = job
+        xt = xcache.get(n0, n1)
+        for tile in job_tiles:
+            h0, h1, w0, w1 = tile
+            cols = _im2col(xt, kh, kw, sh, sw, tile, state['buf'])
+            dst = out[n0:n1, h0:h1, w0:w1]
+            if dst.flags.c_contiguous:
+                np.matmul(cols, wmat, out=dst.reshape(-1, o))
+            else:
+                if state['tmp'] is None:
+                    state['tmp'] = _buffer(nb, tiles, o, dtype)
+                res = state['tmp'][:cols.shape[0] * o].reshape(-1, o)
+                np.matmul(cols, wmat, out=res)
+                dst[...] = res.reshape(dst.shape)
+
+    _run_jobs(jobs, work, make_state)
+    return out
+
+
+def _conv_forward(x, W, b, stride, pad):
+    """y = conv(x, W) + b, NCHW in and out; y is the NCHW view of a channels-last buffer."""
+    ph, pw = pad
+    y = _conv_nhwc(x, W, stride, (ph, ph, pw, pw))
+    if b is not None:
+        y += b.astype(y.dtype, copy=False)
+    return y.transpose(0, 3, 1, 2)
+
+
+def _conv_grad_w(x, gy, kh, kw, stride, pad, w_dtype):
+    """gW (O, C, kh, kw) = correlation of x with gy."""
+    sh, sw = stride
+    ph, pw = pad
+    n, c, h, w = x.shape
+    _, o, ho, wo = gy.shape
+    dtype = x.dtype
+    k = kh * kw * c
+    gyt = gy.astype(dtype, copy=False).transpose(0, 2, 3, 1)  # (n, ho, wo, o), maybe a view
+    nb, tiles, jobs = _jobs(n, ho, wo, k * dtype.itemsize)
+    xcache = _XCache(x, (ph, ph, pw, pw), jobs)
+
+    def make_state():
+        return {'buf': _buffer(nb, tiles, k, dtype), 'acc': np.zeros((k, o), dtype=dtype),
+                'tmp': np.empty((k, o), dtype=dtype)}
+
+    def work(state, job):
+        n0, n1, job_tiles = job
+        xt = xcache.get(n0, n1)
+        for tile in job_tiles:
+            h0, h1, w0, w1 = tile
+            cols = _im2col(xt, kh, kw, sh, sw, tile, state['buf'])
+            g = np.ascontiguousarray(gyt[n0:n1, h0:h1, w0:w1]).reshape(-1, o)
+            np.matmul(cols.T, g, out=state['tmp'])
+            state['acc'] += state['tmp']
+
+    states = _run_jobs(jobs, work, make_state)
+    acc = states[0]['acc']
+    for st in states[1:]:
+        acc += st['acc']
+    gw = acc.reshape(kh, kw, c, o).transpose(3, 2, 0, 1)
+    return np.ascontiguousarray(gw, dtype=w_dtype)
+
+
+def _deconv_phases(gy, W, stride, pad, outsize):
+    """gx by stride phase: padded positions p = s*q + r receive sum_t gy[q - t] * W[s*t + r], a
+    stride-1 full correlation of gy with the flipped sub-kernel W[r::s] -- one forward
+    convolution (im2col of gy, K = O*kh*kw/(sh*sw)) per (rh, rw) phase, written into the strided
+    phase of the padded channels-last result."""
+    sh, sw = stride
+    ph, pw = pad
+    h, w = outsize
+    n, o, ho, wo = gy.shape
+    _, c, kh, kw = W.shape
+    dtype = gy.dtype
+    hp, wp = h + 2 * ph, w + 2 * pw
+    gxp = np.empty((n, hp, wp, c), dtype=dtype)
+    for rh in range(sh):
+        krh, qh = len(range(rh, kh, sh)), len(range(rh, hp, sh))
+        for rw in range(sw):
+            krw, qw = len(range(rw, kw, sw)), len(range(rw, wp, sw))
+            dst = gxp[:, rh::sh, rw::sw, :]
+            if not (krh and krw and qh and qw):
+                dst[...] = 0  # no kernel tap lands on this phase
+                continue
+            wr = W[:, :, rh::sh, rw::sw][:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+            _conv_nhwc(gy, wr, (1, 1), (krh - 1, qh - ho, krw - 1, qw - wo), out=dst)
+    return gxp[:, ph:ph + h, pw:pw + w, :].transpose(0, 3, 1, 2)
+
+
+def _deconv_scatter(gy, W, stride, pad, outsize):
+    """gx by GEMM gcols = gy (positions, O) @ W (O, kh*kw*C) per tile, then kh*kw strided
+    scatter-adds (col2im) into the padded channels-last result. Jobs are whole batch chunks, so
+    no two workers add into the same clip."""
+    sh, sw = stride
+    ph, pw = pad
+    h, w = outsize
+    n, o, ho, wo = gy.shape
+    _, c, kh, kw = W.shape
+    dtype = gy.dtype
+    k = kh * kw * c
+    wmat_t = np.ascontiguousarray(W.transpose(0, 2, 3, 1)).reshape(o, k)
+    gyt = gy.transpose(0, 2, 3, 1)
+    gxp = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=dtype)
+    nb, tiles, jobs = _jobs(n, ho, wo, k * dtype.itemsize, spatial_ok=False)
+
+    def make_state():
+        return _buffer(nb, tiles, k, dtype)
+
+    def work(buf, job):
+        n0, n1, job_tiles = job
+        for h0, h1, w0, w1 in job_tiles:
+            m = (n1 - n0) * (h1 - h0) * (w1 - w0)
+            g = np.ascontiguousarray(gyt[n0:n1, h0:h1, w0:w1]).reshape(m, o)
+            gcols = buf[:m * k].reshape(m, k)
+            np.matmul(g, wmat_t, out=gcols)
+            g6 = gcols.reshape(n1 - n0, h1 - h0, w1 - w0, kh, kw, c)
+            for i in range(kh):
+                hs = h0 * sh + i
+                he = hs + sh * (h1 - h0 - 1) + 1
+                for j in range(kw):
+                    ws = w0 * sw + j
+                    we = ws + sw * (w1 - w0 - 1) + 1
+                    gxp[n0:n1, hs:he:sh, ws:we:sw, :] += g6[:, :, :, i, j, :]
+
+    _run_jobs(jobs, work, make_state)
+    return gxp[:, ph:ph + h, pw:pw + w, :].transpose(0, 3, 1, 2)
+
+
+def _deconv(gy, W, stride, pad, outsize, method=None):
+    """gx (N, C, H, W): transposed convolution of gy (N, O, Ho, Wo) with W (O, C, kh, kw)."""
+    W = W.astype(gy.dtype, copy=False)
+    o, c = W.shape[:2]
+    if method is None:
+        method = 'phases' if _PHASES_RATIO * c >= o else 'scatter'
+    fn = _deconv_phases if method == 'phases' else _deconv_scatter
+    return fn(gy, W, stride, pad, outsize)
+
+
+# --------------------------------------------------------------------------------------------
+# FunctionNodes
+# --------------------------------------------------------------------------------------------
+
+class FastConvolution2D(function_node.FunctionNode):
+    """y = x * W + b (2-D correlation, as ``F.convolution_2d``), NumPy CPU only."""
+
+    def __init__(self, stride=1, pad=0):
+        self.sy, self.sx = _pair(stride)
+        self.ph, self.pw = _pair(pad)
+        if self.sy < 1 or self.sx < 1:
+            raise ValueError('stride must be positive, got %r' % (stride,))
+        if self.ph < 0 or self.pw < 0:
+            raise ValueError('pad must be non-negative, got %r' % (pad,))
+
+    def check_type_forward(self, in_types):
+        n_in = in_types.size()
+        type_check.expect(2 <= n_in, n_in <= 3)
+        x_type, w_type = in_types[0], in_types[1]
+        type_check.expect(
+            x_type.dtype.kind == 'f',
+            w_type.dtype.kind == 'f',
+            x_type.ndim == 4,
+            w_type.ndim == 4,
+            x_type.shape[1] == w_type.shape[1],
+        )
+        if type_check.eval(n_in) == 3:
+            b_type = in_types[2]
+            type_check.expect(
+                b_type.dtype == x_type.dtype,
+                b_type.ndim == 1,
+                b_type.shape[0] == w_type.shape[0],
+            )
+
+    def forward(self, inputs):
+        _check_numpy(inputs, 'FastConvolution2D')
+        self.retain_inputs((0, 1))
+        x, W = inputs[:2]
+        b = inputs[2] if len(inputs) == 3 else None
+        return _conv_forward(x, W, b, (self.sy, self.sx), (self.ph, self.pw)),
+
+    def backward(self, indexes, grad_outputs):
+        x, W = self.get_retained_inputs()
+        gy, = grad_outputs
+        stride, pad = (self.sy, self.sx), (self.ph, self.pw)
+        ret = []
+        if 0 in indexes:
+            gx, = FastDeconvolution2D(stride, pad, x.shape[2:]).apply((gy, W))
+            ret.append(gx)
+        if 1 in indexes:
+            gW, = FastConvolution2DGradW(stride, pad, W.shape, W.dtype).apply((x, gy))
+            ret.append(gW)
+        if 2 in indexes:
+            ret.append(F.sum(gy, axis=(0, 2, 3)))
+        return ret
+
+
+class FastDeconvolution2D(function_node.FunctionNode):
+    """gx = transposed convolution of gy (N, O, Ho, Wo) with W (O, C, kh, kw) to size ``outsize``.
+
+    The gradient of :class:`FastConvolution2D` with respect to x (no bias).
+    """
+
+    def __init__(self, stride, pad, outsize):
+        self.stride, self.pad = _pair(stride), _pair(pad)
+        self.outsize = _pair(outsize)
+
+    def forward(self, inputs):
+        _check_numpy(inputs, 'FastDeconvolution2D')
+        self.retain_inputs((0, 1))
+        gy, W = inputs
+        return _deconv(gy, W, self.stride, self.pad, self.outsize),
+
+    def backward(self, indexes, grad_outputs):
+        gy, W = self.get_retained_inputs()
+        ggx, = grad_outputs
+        ret = []
+        if 0 in indexes:
+            ret.append(fast_convolution_2d(ggx, W, None, self.stride, self.pad))
+        if 1 in indexes:
+            gW, = FastConvolution2DGradW(self.stride, self.pad, W.shape, W.dtype).apply((ggx, gy))
+            ret.append(gW)
+        return ret
+
+
+class FastConvolution2DGradW(function_node.FunctionNode):
+    """gW = correlation of x (N, C, H, W) with gy (N, O, Ho, Wo): the weight gradient."""
+
+    def __init__(self, stride, pad, w_shape, w_dtype):
+        self.stride, self.pad = _pair(stride), _pair(pad)
+        self.w_shape = tuple(w_shape)
+        self.w_dtype = np.dtype(w_dtype)
+
+    def forward(self, inputs):
+        _check_numpy(inputs, 'FastConvolution2DGradW')
+        self.retain_inputs((0, 1))
+        x, gy = inputs
+        kh, kw = self.w_shape[2:]
+        return _conv_grad_w(x, gy, kh, kw, self.stride, self.pad, self.w_dtype),
+
+    def backward(self, indexes, grad_outputs):
+        x, gy = self.get_retained_inputs()
+        ggW, = grad_outputs
+        ret = []
+        if 0 in indexes:
+            gx, = FastDeconvolution2D(self.stride, self.pad, x.shape[2:]).apply((gy, ggW))
+            ret.append(gx)
+        if 1 in indexes:
+            ret.append(fast_convolution_2d(x, ggW, None, self.stride, self.pad))
+        return ret
+
+
+# --------------------------------------------------------------------------------------------
+# Functions
+# --------------------------------------------------------------------------------------------
+
+def fast_convolution_2d(x, W, b=None, stride=1, pad=0):
+    """Same as ``F.convolution_2d(x, W, b, stride, pad)`` (no dilate/groups/cover_all), NumPy only.
+
+    Returns a Variable of shape (N, O, Ho, Wo); raises TypeError for non-NumPy arrays.
+    """
+    inputs = (x, W) if b is None else (x, W, b)
+    y, = FastConvolution2D(stride, pad).apply(inputs)
+    return y
+
+
+def _raw(a):
+    return a.array if isinstance(a, chainer.Variable) else a
+
+
+def use_fast(x, W, b=None, cover_all=False, dilate=1, groups=1):
+    """True when :func:`convolution_2d` would take the fast path for these arguments."""
+    if not enabled() or cover_all or _pair(dilate) != (1, 1) or groups != 1:
+        return False
+    xa, wa, ba = _raw(x), _raw(W), _raw(b)
+    for a in (xa, wa) + (() if b is None else (ba,)):
+        if type(a) is not np.ndarray or a.dtype not in _FAST_DTYPES:
+            return False
+    return xa.dtype == wa.dtype and xa.ndim == 4
+
+
+def convolution_2d(x, W, b=None, stride=1, pad=0, cover_all=False, dilate=1, groups=1):
+    """Dispatch: :func:`fast_convolution_2d` for NumPy float32/float64 arrays when
+    :func:`enabled` (and ``cover_all=False``, ``dilate=1``, ``groups=1``); otherwise
+    ``chainer.functions.convolution_2d`` with the same arguments (GPU arrays: Chainer's own path,
+    cuDNN when present; ChainerX, float16, mixed dtypes, or the fast path switched off)."""
+    if use_fast(x, W, b, cover_all, dilate, groups):
+        return fast_convolution_2d(x, W, b, stride, pad)
+    if cover_all or _pair(dilate) != (1, 1) or groups != 1:
+        return F.convolution_2d(x, W, b, stride, pad, cover_all=cover_all, dilate=dilate,
+                                groups=groups)
+    return F.convolution_2d(x, W, b, stride, pad)

@@ -1,0 +1,315 @@
+"""fastconv: the NumPy CPU convolution against chainer.functions.convolution_2d (issue 5).
+
+Every kernel/stride/pad shape of the models (EnvNet, EnvNet-v2, and the 1-D style nets being
+added: SoundNet5, M18, SampleCNN, Logmel-CNN) at batch 2, with long inputs shortened (kernel,
+stride, pad and channels kept): forward, gx, gW, gb within 1e-4 relative error (norm based);
+``check_backward`` / ``check_double_backward`` in float64; the tiling paths (batch chunks, row
+tiles, column tiles); the on/off switch and the dispatch helper.
+"""
+import numpy as np
+import pytest
+
+import compat  # noqa: F401
+import chainer
+import chainer.functions as F
+import chainer.links as L
+from chainer import gradient_check
+
+import fastconv
+
+RTOL = 1e-4
+
+# name: (N, C, H, W, O, (kh, kw), stride, pad)
+SHAPES = {
+    # EnvNet (models/envnet.py)
+    'envnet_conv1': (2, 1, 1, 400, 40, (1, 8), 1, 0),
+    'envnet_conv2': (2, 40, 1, 300, 40, (1, 8), 1, 0),
+    'envnet_conv3': (2, 1, 40, 150, 50, (8, 13), 1, 0),
+    'envnet_conv4': (2, 50, 11, 46, 50, (1, 5), 1, 0),
+    # EnvNet-v2 (models/envnetv2.py)
+    'envnetv2_conv1': (2, 1, 1, 700, 32, (1, 64), (1, 2), 0),
+    'envnetv2_conv2': (2, 32, 1, 400, 64, (1, 16), (1, 2), 0),
+    'envnetv2_conv3': (2, 1, 64, 260, 32, (8, 8), 1, 0),
+    'envnetv2_conv4': (2, 32, 20, 60, 32, (8, 8), 1, 0),
+    'envnetv2_conv5': (2, 32, 10, 82, 64, (1, 4), 1, 0),
+    'envnetv2_conv6': (2, 64, 10, 79, 64, (1, 4), 1, 0),
+    'envnetv2_conv7': (2, 64, 10, 38, 128, (1, 2), 1, 0),
+    'envnetv2_conv8': (2, 128, 10, 37, 128, (1, 2), 1, 0),
+    'envnetv2_conv9': (2, 128, 10, 18, 256, (1, 2), 1, 0),
+    'envnetv2_conv10': (2, 256, 10, 17, 256, (1, 2), 1, 0),
+    # SoundNet5
+    'soundnet_k64s2p32': (2, 1, 1, 500, 16, (1, 64), (1, 2), (0, 32)),
+    'soundnet_k32s2p16': (2, 16, 1, 300, 32, (1, 32), (1, 2), (0, 16)),
+    'soundnet_k16s2p8': (2, 32, 1, 200, 64, (1, 16), (1, 2), (0, 8)),
+    'soundnet_k8s2p4': (2, 64, 1, 100, 128, (1, 8), (1, 2), (0, 4)),
+    # M18
+    'm18_k80s4': (2, 1, 1, 800, 48, (1, 80), (1, 4), 0),
+    'm18_k3p1': (2, 48, 1, 120, 48, (1, 3), 1, (0, 1)),
+    # SampleCNN
+    'samplecnn_k3s3': (2, 1, 1, 243, 128, (1, 3), (1, 3), 0),
+    'samplecnn_k3p1': (2, 128, 1, 81, 128, (1, 3), 1, (0, 1)),
+    # Logmel-CNN
+    'logmel_k57x6': (2, 2, 60, 41, 80, (57, 6), 1, 0),
+    'logmel_k1x3': (2, 80, 1, 12, 80, (1, 3), 1, 0),
+}
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def _data(spec, dtype=np.float32, seed=0, bias=True):
+    n, c, h, w, o, (kh, kw), _, _ = spec
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    W = (rng.standard_normal((o, c, kh, kw)) * np.sqrt(2.0 / (c * kh * kw))).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype) if bias else None
+    return x, W, b
+
+
+def _run(conv, x, W, b, stride, pad, gy=None, seed=1):
+    xv, wv = chainer.Variable(x.copy()), chainer.Variable(W.copy())
+    bv = None if b is None else chainer.Variable(b.copy())
+    y = conv(xv, wv, bv, stride, pad)
+    if gy is None:
+        gy = np.random.default_rng(seed).standard_normal(y.shape).astype(x.dtype)
+    y.grad = gy.copy()
+    y.backward()
+    return y.array, xv.grad, wv.grad, (None if bv is None else bv.grad), gy
+
+
+def _compare(spec, dtype=np.float32, bias=True, rtol=RTOL):
+    stride, pad = spec[6], spec[7]
+    x, W, b = _data(spec, dtype, bias=bias)
+    ys, gxs, gws, gbs, gy = _run(F.convolution_2d, x, W, b, stride, pad)
+    yf, gxf, gwf, gbf, _ = _run(fastconv.fast_convolution_2d, x, W, b, stride, pad, gy=gy)
+    assert yf.shape == ys.shape and yf.dtype == ys.dtype
+    assert gxf.shape == x.shape and gxf.dtype == x.dtype
+    assert gwf.shape == W.shape and gwf.dtype == W.dtype
+    for name, got, ref in (('y', yf, ys), ('gx', gxf, gxs), ('gW', gwf, gws), ('gb', gbf, gbs)):
+        if ref is None:
+            assert got is None
+            continue
+        assert _rel(got, ref) < rtol, (name, _rel(got, ref))
+
+
+@pytest.mark.parametrize('name', sorted(SHAPES))
+def test_matches_stock_float32(name):
+    _compare(SHAPES[name])
+
+
+@pytest.mark.parametrize('name', ['envnetv2_conv2', 'envnetv2_conv4', 'soundnet_k32s2p16',
+                                  'logmel_k57x6'])
+def test_matches_stock_float64_no_bias(name):
+    _compare(SHAPES[name], np.float64, bias=False, rtol=1e-10)
+
+
+def test_envnetv2_conv4_full_size_forward():
+    """EnvNet-v2 conv4 at its real size (32x57x253 -> 32x50x246), forward only."""
+    spec = (2, 32, 57, 253, 32, (8, 8), 1, 0)
+    x, W, _ = _data(spec)
+    with chainer.no_backprop_mode():
+        ys = F.convolution_2d(x, W).array
+        yf = fastconv.fast_convolution_2d(x, W).array
+    assert yf.shape == (2, 32, 50, 246)
+    assert _rel(yf, ys) < RTOL
+
+
+@pytest.mark.parametrize('threads', [1, 2, 3])
+@pytest.mark.parametrize('budget', [1, 200, 3000, 10 ** 9])
+def test_tiling_and_threads(monkeypatch, budget, threads):
+    """Tiny column budgets force per-column, per-row and batch tiles, with 1-3 worker threads
+    (one job per tile when there are fewer clips than workers); results must not change."""
+    monkeypatch.setattr(fastconv, 'COL_BUFFER_BYTES', budget)
+    monkeypatch.setattr(fastconv, 'NUM_THREADS', threads)
+    for spec in [(3, 3, 6, 13, 4, (2, 3), (2, 3), (1, 2)), (3, 4, 7, 9, 2, (3, 2), 1, 1),
+                 (1, 3, 6, 13, 4, (2, 3), (2, 3), (1, 2)), (1, 1, 5, 9, 3, (2, 2), 1, 1),
+                 (2, 1, 1, 40, 5, (1, 8), (1, 2), (0, 4))]:
+        _compare(spec, np.float64, rtol=1e-10)
+
+
+def test_blas_threads_restored():
+    """The kernels set NumPy's OpenBLAS to one thread while their workers run, then restore it."""
+    if fastconv._threads() <= 1:
+        pytest.skip('single worker: BLAS thread count is never changed')
+    get = fastconv._blas[0]
+    before = get()
+    x, W, b = _data((4, 8, 6, 30, 8, (2, 3), 1, 0))
+    _run(fastconv.fast_convolution_2d, x, W, b, 1, 0)
+    assert get() == before
+
+
+def test_deconv_methods_agree():
+    rng = np.random.default_rng(3)
+    for (n, o, c, kh, kw, s, p, h, w) in [(2, 5, 3, 3, 2, (2, 3), (1, 0), 9, 17),
+                                          (2, 4, 2, 2, 2, (1, 1), (1, 1), 4, 4),
+                                          (1, 3, 2, 2, 5, (3, 1), (0, 2), 9, 7),
+                                          (2, 3, 2, 2, 2, (3, 3), (0, 0), 8, 8)]:  # stride > k
+        ho, wo = (h + 2 * p[0] - kh) // s[0] + 1, (w + 2 * p[1] - kw) // s[1] + 1
+        gy = rng.standard_normal((n, o, ho, wo))
+        W = rng.standard_normal((o, c, kh, kw))
+        a = fastconv._deconv(gy, W, s, p, (h, w), 'phases')
+        b = fastconv._deconv(gy, W, s, p, (h, w), 'scatter')
+        ref = F.deconvolution_2d(gy, W, stride=s, pad=p, outsize=(h, w)).array
+        assert _rel(a, ref) < 1e-12 and _rel(b, ref) < 1e-12
+
+
+CHECK_CASES = [
+    # (N, C, H, W, O, (kh, kw), stride, pad), bias
+    ((2, 2, 4, 7, 3, (2, 3), 1, 0), True),
+    ((2, 2, 4, 7, 3, (2, 3), 1, 0), False),
+    ((2, 3, 5, 9, 2, (3, 3), (2, 2), (1, 1)), True),
+    ((1, 2, 3, 11, 3, (1, 4), (1, 3), (0, 2)), False),
+    ((2, 1, 5, 6, 4, (3, 2), 1, (2, 1)), True),   # C=1: scatter-add input gradient
+    ((2, 4, 1, 10, 2, (1, 3), (1, 2), 0), True),
+]
+
+
+@pytest.mark.parametrize('spec,bias', CHECK_CASES)
+def test_check_backward_float64(spec, bias):
+    x, W, b = _data(spec, np.float64, seed=5, bias=bias)
+    stride, pad = spec[6], spec[7]
+    args = (x, W) if b is None else (x, W, b)
+
+    def f(*inputs):
+        return fastconv.fast_convolution_2d(*inputs, stride=stride, pad=pad)
+
+    y = f(*args)
+    gy = np.random.default_rng(6).standard_normal(y.shape)
+    gradient_check.check_backward(f, args, gy, dtype=np.float64, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize('spec,bias', CHECK_CASES[2:4])
+def test_check_double_backward_float64(spec, bias):
+    x, W, b = _data(spec, np.float64, seed=7, bias=bias)
+    stride, pad = spec[6], spec[7]
+    args = (x, W) if b is None else (x, W, b)
+
+    def f(*inputs):
+        return fastconv.fast_convolution_2d(*inputs, stride=stride, pad=pad)
+
+    rng = np.random.default_rng(8)
+    gy = rng.standard_normal(f(*args).shape)
+    ggs = tuple(rng.standard_normal(a.shape) for a in args)
+    gradient_check.check_double_backward(f, args, gy, ggs, dtype=np.float64,
+                                         atol=1e-6, rtol=1e-5)
+
+
+def test_non_contiguous_and_mixed_dtype():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 9, 5, 4)).astype(np.float32).transpose(0, 3, 2, 1)[:, :, ::2]
+    W = rng.standard_normal((4, 3, 2, 6)).astype(np.float32)[..., ::2].transpose(1, 0, 2, 3)
+    assert not x.flags.c_contiguous and not W.flags.c_contiguous
+    ys, gxs, gws, _, gy = _run(F.convolution_2d, x, W, None, (1, 2), (1, 0))
+    yf, gxf, gwf, _, _ = _run(fastconv.fast_convolution_2d, x, W, None, (1, 2), (1, 0), gy=gy)
+    for got, ref in ((yf, ys), (gxf, gxs), (gwf, gws)):
+        assert _rel(got, ref) < RTOL
+    # float32 input, float64 weights: output and gx in float32, gW in float64, as stock
+    W64 = W.astype(np.float64)
+    ys, gxs, gws, _, gy = _run(F.convolution_2d, x, W64, None, 1, 0)
+    yf, gxf, gwf, _, _ = _run(fastconv.fast_convolution_2d, x, W64, None, 1, 0, gy=gy)
+    assert yf.dtype == np.float32 and gxf.dtype == np.float32 and gwf.dtype == np.float64
+    for got, ref in ((yf, ys), (gxf, gxs), (gwf, gws)):
+        assert _rel(got, ref) < RTOL
+
+
+def test_output_size_and_type_errors():
+    x = np.zeros((1, 2, 3, 3), np.float32)
+    with pytest.raises(RuntimeError):
+        fastconv.fast_convolution_2d(x, np.zeros((1, 2, 4, 1), np.float32))
+    with pytest.raises(Exception):  # channel mismatch: chainer type check
+        fastconv.fast_convolution_2d(x, np.zeros((1, 3, 1, 1), np.float32))
+    with pytest.raises(ValueError):
+        fastconv.FastConvolution2D(stride=0)
+    with pytest.raises(ValueError):
+        fastconv.FastConvolution2D(pad=-1)
+
+
+class _FakeGPUArray:
+    """Stands in for a cupy.ndarray (no CuPy here): anything that is not a numpy.ndarray."""
+    shape, ndim, dtype = (1, 1, 4, 4), 4, np.dtype(np.float32)
+
+
+def test_gpu_arrays_are_rejected_and_dispatched_to_stock(monkeypatch):
+    fake = _FakeGPUArray()
+    with pytest.raises(TypeError, match='NumPy-only'):
+        fastconv.FastConvolution2D().forward((fake, fake))
+    with pytest.raises(TypeError, match='NumPy-only'):
+        fastconv.FastDeconvolution2D(1, 0, (4, 4)).forward((fake, fake))
+    with pytest.raises(TypeError, match='NumPy-only'):
+        fastconv.FastConvolution2DGradW(1, 0, (1, 1, 1, 1), np.float32).forward((fake, fake))
+    assert not fastconv.use_fast(fake, np.zeros((1, 1, 1, 1), np.float32))
+    calls = []
+    monkeypatch.setattr(fastconv.F, 'convolution_2d', lambda *a: calls.append(a) or 'stock')
+    assert fastconv.convolution_2d(fake, fake, None, 1, 0) == 'stock'
+    assert len(calls) == 1
+
+
+def _creator(y):
+    return type(y.creator).__name__
+
+
+def test_switch_env_and_set_enabled(monkeypatch):
+    monkeypatch.delenv(fastconv.STOCK_CONV_ENV, raising=False)
+    x, W, b = _data((1, 2, 3, 8, 3, (1, 3), 1, 0))
+    assert fastconv.enabled()
+    assert _creator(fastconv.convolution_2d(x, W, b)) == 'FastConvolution2D'
+    assert _creator(fastconv.convolution_2d(chainer.Variable(x), chainer.Parameter(W))) \
+        == 'FastConvolution2D'
+    # environment variable, read at every call
+    monkeypatch.setenv(fastconv.STOCK_CONV_ENV, '1')
+    assert not fastconv.enabled()
+    assert _creator(fastconv.convolution_2d(x, W, b)) == 'Convolution2DFunction'
+    monkeypatch.setenv(fastconv.STOCK_CONV_ENV, '0')
+    assert fastconv.enabled()
+    monkeypatch.delenv(fastconv.STOCK_CONV_ENV)
+    # set_enabled
+    prev = fastconv.set_enabled(False)
+    try:
+        assert prev is True and not fastconv.enabled()
+        assert _creator(fastconv.convolution_2d(x, W, b)) == 'Convolution2DFunction'
+    finally:
+        fastconv.set_enabled(prev)
+    assert fastconv.enabled()
+    # float16 and mixed dtypes go to the stock path
+    assert _creator(fastconv.convolution_2d(x.astype(np.float16), W.astype(np.float16))) \
+        == 'Convolution2DFunction'
+    assert _creator(fastconv.convolution_2d(x, W.astype(np.float64))) == 'Convolution2DFunction'
+    # options the fast path lacks go to the stock path, with the options
+    for kwargs in ({'dilate': 2}, {'cover_all': True}):
+        y = fastconv.convolution_2d(x, W, b, **kwargs)
+        assert _creator(y) == 'Convolution2DFunction'
+        assert _rel(y.array, F.convolution_2d(x, W, b, **kwargs).array) < 1e-7
+    assert fastconv.use_fast(x, W, b, dilate=(1, 1))
+
+
+def test_envnet_with_fast_links_matches_stock(monkeypatch):
+    """The whole EnvNet (2 clips, train mode) with every L.Convolution2D routed to
+    fastconv.convolution_2d: logits and conv-weight gradients as with the stock convolution."""
+    from models.envnet import EnvNet
+
+    def fast_forward(self, x):
+        return fastconv.convolution_2d(x, self.W, self.b, self.stride, self.pad)
+
+    np.random.seed(0)
+    model = EnvNet(10)
+    x = (np.random.default_rng(1).uniform(-1, 1, (2, 1, 1, EnvNet.input_length)) * 0.3)
+    x = x.astype(np.float32)
+    t = np.array([1, 7], np.int32)
+    results = []
+    for fast in (False, True):
+        if fast:
+            monkeypatch.setattr(L.Convolution2D, 'forward', fast_forward)
+        model.cleargrads()
+        with chainer.using_config('train', True):
+            np.random.seed(2)  # same dropout masks
+            logits = model(x)
+            F.softmax_cross_entropy(logits, t).backward()
+        results.append((logits.array, {name: p.grad.copy() for name, p in model.namedparams()
+                                       if name.endswith('/conv/W')}))
+    (ls, gs), (lf, gf) = results
+    assert _rel(lf, ls) < RTOL
+    assert set(gs) == set(gf) and len(gs) == 4
+    for name in gs:
+        assert _rel(gf[name], gs[name]) < 1e-3, name
