@@ -8,12 +8,24 @@ goes to ``--save``/split{k}/ (see ``training.py``); the summary over the splits 
 standard error of the final error, as Table 1 of the paper) is printed and written to
 ``--save``/summary.json.
 
+Multi-process training (ChainerMN over MPI; README, "Multi-process training"):
+
+    mpiexec -n 4 python3 main.py ... --communicator pure_nccl [--mnBN]   # 4 GPUs, one per rank
+    mpiexec -n 2 python3 main.py ... --communicator naive                # CPU
+
+runs one job whose ranks each train on a scattered part of the training clips (``--batchSize``
+per rank); only rank 0 writes and prints. Without ``--communicator`` nothing imports ChainerMN
+or mpi4py.
+
 Exit status: 0 done; 2 a user error (bad flag, missing or bad data), one line on stderr;
-3 training stopped on a non-finite loss (the last snapshot is kept); 130 interrupted.
+3 training stopped on a non-finite loss (the last snapshot is kept); 130 interrupted. Under MPI
+the same codes; a rank that fails after the collective set-up checks ends the whole job with
+``MPI_Abort`` (status 1 for an unexpected exception, with its traceback).
 """
 import json
 import os
 import sys
+import traceback
 
 import numpy as np
 
@@ -29,9 +41,13 @@ from utils import UserError
 PROG = 'main.py'
 
 
-def select_device(gpu):
+def select_device(gpu, intra_rank=None):
     """The Chainer device for ``--gpu`` (None: GPU 0 when CuPy sees one, else CPU), and a line
-    saying which was chosen. Raises UserError if a GPU is asked for and none is usable."""
+    saying which was chosen. Raises UserError if a GPU is asked for and none is usable.
+
+    Under MPI (``intra_rank``, the rank within its node) each rank takes its own GPU: GPU
+    ``intra_rank`` by default, ``--gpu G`` + ``intra_rank`` with ``--gpu G``; ``--gpu -1`` the CPU.
+    """
     from chainer.backends import cuda
     n_gpus = 0
     if cuda.available:
@@ -44,6 +60,13 @@ def select_device(gpu):
         how = 'default'
     else:
         how = '--gpu'
+    if intra_rank is not None and gpu >= 0:
+        base, gpu = gpu, gpu + intra_rank
+        how += f' {base} + intra-node rank {intra_rank}'
+        if gpu >= n_gpus:
+            raise UserError(f'--gpu: intra-node rank {intra_rank} would use GPU {gpu}, but CuPy '
+                            f'sees {n_gpus} GPU(s) on this node; start at most {n_gpus - base} '
+                            f'rank(s) per node, or --gpu -1 for the CPU')
     if gpu < 0:
         reason = '' if how == '--gpu' else ' (CuPy sees no GPU)' if cuda.available else \
             ' (CuPy is not installed)'
@@ -92,32 +115,47 @@ def check_split_dir(opt, split, split_dir):
     return 'resume' if opt.resume and os.path.isfile(snapshot) else 'new'
 
 
-def run_training(opt, soundset, device):
+def prepare_split(opt, split, split_dir):
+    """Rank 0's bookkeeping before a split: ('done', result) or (state, seed), run.json written."""
+    state = check_split_dir(opt, split, split_dir)
+    if state == 'done':
+        with open(os.path.join(split_dir, 'result.json')) as f:
+            return state, json.load(f)
+    os.makedirs(split_dir, exist_ok=True)
+    seed = split_seed(opt, split_dir)
+    utils.write_json(os.path.join(split_dir, 'run.json'),
+                     {'seed': seed, 'settings': training.settings_of(opt)})
+    return state, seed
+
+
+def run_training(opt, soundset, device, comm=None):
+    """Train every split of ``opt.splits``. With ``comm`` on every rank of an MPI job: rank 0
+    checks the split folder, draws the seed and writes run.json; all ranks train together."""
+    say = print if comm is None or comm.rank == 0 else (lambda *a, **k: None)
     results = {}
     for split in opt.splits:
         opt.split_now = split
         split_dir = os.path.join(opt.save, f'split{split}')
-        train_data, test_data = dataset.split_folds(soundset, split)
-        state = check_split_dir(opt, split, split_dir)
+        train_data, test_data = training.all_ranks_ok(comm, dataset.split_folds, soundset, split)
+        state, value = training.on_root(comm, prepare_split, opt, split, split_dir)
         if state == 'done':
-            with open(os.path.join(split_dir, 'result.json')) as f:
-                results[split] = json.load(f)
-            print(f'split {split}: finished before, final error '
-                  f'{results[split]["final_error"]:.2f}% (skipped)', flush=True)
+            results[split] = value
+            say(f'split {split}: finished before, final error '
+                f'{results[split]["final_error"]:.2f}% (skipped)', flush=True)
             continue
-        os.makedirs(split_dir, exist_ok=True)
-        seed = split_seed(opt, split_dir)
-        utils.write_json(os.path.join(split_dir, 'run.json'),
-                         {'seed': seed, 'settings': training.settings_of(opt)})
-        print(f'split {split}: {len(train_data[0])} training clips, {len(test_data[0])} test '
-              f'clips, seed {seed}', flush=True)
+        seed = value
+        per_rank = ''
+        if comm is not None:
+            per_rank = f' (about {len(train_data[0]) // comm.size} per rank)'
+        say(f'split {split}: {len(train_data[0])} training clips{per_rank}, {len(test_data[0])} '
+            f'test clips, seed {seed}', flush=True)
         result = training.train_split(opt, split, split_dir, train_data, test_data, device, seed,
-                                      resume=state == 'resume')
+                                      resume=state == 'resume', comm=comm)
         results[split] = result
-        print(f'split {split}: final test error {result["final_error"]:.2f}% at epoch '
-              f'{result["final_epoch"]} ({result["seconds_this_run"]:.0f} s; best '
-              f'{result["best_error_on_test_fold"]["error"]:.2f}% at epoch '
-              f'{result["best_error_on_test_fold"]["epoch"]}, chosen on the test fold)', flush=True)
+        say(f'split {split}: final test error {result["final_error"]:.2f}% at epoch '
+            f'{result["final_epoch"]} ({result["seconds_this_run"]:.0f} s; best '
+            f'{result["best_error_on_test_fold"]["error"]:.2f}% at epoch '
+            f'{result["best_error_on_test_fold"]["epoch"]}, chosen on the test fold)', flush=True)
     return results
 
 
@@ -186,38 +224,155 @@ def summarise(opt, results, name):
     return summary
 
 
+def mpi_world_size():
+    """The number of processes mpiexec started (Open MPI or MPICH/Hydra), 1 if not under MPI."""
+    for key in ('OMPI_COMM_WORLD_SIZE', 'PMI_SIZE'):
+        if os.environ.get(key, '').isdigit():
+            return int(os.environ[key])
+    return 1
+
+
+def _mpi_abort(code):
+    """End the whole MPI job (every rank) with ``code``; returns ``code`` if MPI is not up."""
+    try:
+        from mpi4py import MPI
+        if MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            MPI.COMM_WORLD.Abort(code)
+    except ImportError:
+        pass
+    return code
+
+
+def create_communicator(opt):
+    """The ChainerMN communicator of ``--communicator`` (imports ChainerMN and mpi4py).
+
+    With data worker processes, multiprocessing switches to ``forkserver`` before MPI starts, as
+    ChainerMN recommends (forking an MPI process is unsafe with some interconnects).
+    """
+    from chainer.backends import cuda
+    if (opt.nWorkers or 0) > 0 or (opt.nWorkers is None and opt.gpu != -1 and cuda.available):
+        import multiprocessing
+        multiprocessing.set_start_method('forkserver', force=True)
+        p = multiprocessing.Process()  # starts the fork server before MPI is initialised
+        p.start()
+        p.join()
+    try:
+        import chainermn
+        import mpi4py.MPI  # noqa: F401
+    except ImportError as e:
+        raise UserError(f'--communicator {opt.communicator} needs ChainerMN\'s MPI stack ({e}); '
+                        f'install it with: .venv/bin/pip install -r requirements-mpi.txt') from None
+    try:
+        return chainermn.create_communicator(opt.communicator)
+    except Exception as e:  # e.g. pure_nccl without CuPy/NCCL
+        raise UserError(f'--communicator {opt.communicator}: {type(e).__name__}: {e}') from None
+
+
+def setup_device(opt, comm):
+    """``select_device`` on this rank, checked against the communicator; (device, line)."""
+    device, line = select_device(opt.gpu, None if comm is None else comm.intra_rank)
+    if comm is not None and device.xp is np and opt.communicator != 'naive':
+        raise UserError(f'--communicator {opt.communicator} needs a GPU per rank (this rank is on '
+                        f'the CPU); on the CPU use --communicator naive')
+    return device, line
+
+
+def load_data(opt, comm):
+    """The dataset, loaded on every rank and checked to be the same file content everywhere."""
+    soundset = training.all_ranks_ok(comm, dataset.load_dataset, opt.data, opt.dataset, opt.fs,
+                                     allow_pickle=opt.allowPickle)
+    if comm is not None:
+        prints = comm.mpi_comm.allgather(training.data_fingerprint(soundset))
+        differ = [r for r, p in enumerate(prints) if p != prints[0]]
+        if differ:
+            raise training.AllRanksError(
+                f'rank{"s" * (len(differ) > 1)} {", ".join(map(str, differ))} loaded other clips '
+                f'than rank 0 from --data {opt.data} ({soundset.path}); every rank must read the '
+                f'same file')
+    return soundset
+
+
 def main(argv=None):
     opt = opts.parse(argv)
-    for line in opts.describe(opt):
-        print(line)
-    try:
-        device, line = select_device(opt.gpu)
-        if opt.nWorkers is None:
-            opt.nWorkers = 0 if device.xp is np else min(8, os.cpu_count() or 1)
-        print(f'{line}; {opt.nWorkers} data worker process(es)', flush=True)
-        soundset = dataset.load_dataset(opt.data, opt.dataset, opt.fs, allow_pickle=opt.allowPickle)
-        if opt.testOnly:
-            results = run_test_only(opt, soundset, device)
-            summarise(opt, results, 'summary_testOnly.json')
-        else:
-            results = run_training(opt, soundset, device)
-            summarise(opt, results, 'summary.json')
-        return 0
-    except UserError as e:
-        print(f'{PROG}: error: {e}', file=sys.stderr)
+    world = mpi_world_size()
+    if opt.communicator is None and world > 1:
+        if os.environ.get('OMPI_COMM_WORLD_RANK', os.environ.get('PMI_RANK', '0')) == '0':
+            print(f'{PROG}: error: started as {world} MPI processes without --communicator; '
+                  f'pass --communicator naive (CPU) or pure_nccl (GPUs), or run one process',
+                  file=sys.stderr)
         return 2
+    comm = None
+    if opt.communicator is not None:
+        try:
+            comm = create_communicator(opt)
+        except UserError as e:
+            print(f'{PROG}: error: {e}', file=sys.stderr)
+            return _mpi_abort(2)
+        opt.ranks = comm.size
+    rank0 = comm is None or comm.rank == 0
+    if rank0:
+        for line in opts.describe(opt):
+            print(line)
+    try:
+        return _run(opt, comm)
+    except training.AllRanksError as e:  # raised on every rank together: rank 0 reports it
+        if rank0:
+            print(f'{PROG}: error: {e}', file=sys.stderr)
+        return 2
+    except UserError as e:
+        return _fail(comm, f'{e}', 2)
     except training.NonFiniteLossError as e:
         split_dir = os.path.join(opt.save, f'split{getattr(opt, "split_now", "?")}')
         snapshot = os.path.join(split_dir, 'snapshot.npz')
         kept = (f'the last good checkpoint is {snapshot} (epoch {e.epoch - 1})'
                 if os.path.isfile(snapshot) else 'no checkpoint was written before it')
-        print(f'{PROG}: error: training stopped: {e}; {kept}. Lower --LR or check the data.',
-              file=sys.stderr)
-        return 3
+        return _fail(comm, f'training stopped: {e}; {kept}. Lower --LR or check the data.', 3)
     except KeyboardInterrupt:
-        print(f'\n{PROG}: interrupted; continue with the same command plus --resume',
-              file=sys.stderr)
-        return 130
+        if rank0:
+            print(f'\n{PROG}: interrupted; continue with the same command plus --resume',
+                  file=sys.stderr)
+        return 130 if comm is None else _mpi_abort(130)
+    except Exception as e:  # noqa: BLE001 - under MPI: one rank's failure must end the job
+        if comm is None:
+            raise
+        traceback.print_exc()
+        return _fail(comm, f'{type(e).__name__}: {e}', 1)
+
+
+def _fail(comm, message, code):
+    """Report a failure of this process; under MPI name the rank and end every rank."""
+    if comm is None:
+        print(f'{PROG}: error: {message}', file=sys.stderr)
+        return code
+    print(f'{PROG}: error: rank {comm.rank} of {comm.size}: {message}; ending all {comm.size} '
+          f'ranks (MPI_Abort {code})', file=sys.stderr, flush=True)
+    return _mpi_abort(code)
+
+
+def _run(opt, comm):
+    rank0 = comm is None or comm.rank == 0
+    device, line = training.all_ranks_ok(comm, setup_device, opt, comm)
+    if opt.nWorkers is None:
+        per_node = 1 if comm is None else comm.intra_size
+        opt.nWorkers = 0 if device.xp is np else min(8, max(1, (os.cpu_count() or 1) // per_node))
+    if comm is None:
+        print(f'{line}; {opt.nWorkers} data worker process(es)', flush=True)
+    else:
+        lines = comm.mpi_comm.gather(line, root=0)
+        if rank0:
+            for r, text in enumerate(lines):
+                print(f'rank {r}: {text}; {opt.nWorkers} data worker process(es)', flush=True)
+    soundset = load_data(opt, comm)
+    if opt.testOnly:
+        results = run_test_only(opt, soundset, device)
+        summarise(opt, results, 'summary_testOnly.json')
+    else:
+        results = run_training(opt, soundset, device, comm)
+        if rank0:
+            summarise(opt, results, 'summary.json')
+    return 0
 
 
 if __name__ == '__main__':

@@ -24,6 +24,10 @@ otherwise BC learning. ``--eligible`` without any mixing is an error.
 Defaults of nEpochs/LR/schedule/warmup come from the network class (``default_schedule``, SPEC
 6); nEpochs is doubled when mixing, as in the reference. ``--batchSize`` counts clips for standard
 learning (default 64) and pairs when mixing (default 32, i.e. 64 mixed examples per step).
+
+Multi-process training (ChainerMN over MPI): ``mpiexec -n N python3 main.py ... --communicator
+naive`` (CPU) or ``pure_nccl`` (one GPU per rank). ``--batchSize`` is then per rank: the global
+batch of one step is N x ``--batchSize``. ``--mnBN`` normalises over the global batch.
 """
 import argparse
 import os
@@ -35,6 +39,8 @@ DATASETS = {  # name -> (number of classes, number of folds)
     'esc10': (10, 5),
     'urbansound8k': (10, 10),
 }
+# ChainerMN communicators offered by --communicator (naive is the only one that runs on the CPU).
+COMMUNICATORS = ('naive', 'flat', 'non_cuda_aware', 'pure_nccl')
 LEARNING = ('standard', 'bc', 'speechmix', 'intermix', 'intermix-vanilla', 'intermix-hidden')
 # preset -> (points: 'input' or 'hidden', combination, weights of --mixup_type)
 PRESETS = {
@@ -75,6 +81,21 @@ def build_parser():
     g.add_argument('--allowPickle', action='store_true',
                    help='allow the legacy pickled npz of the reference generators (unpickling '
                         'an untrusted file runs code)')
+
+    g = p.add_argument_group('multi-process training (ChainerMN over MPI; see README)')
+    g.add_argument('--communicator', choices=COMMUNICATORS, default=None,
+                   help='run as one rank of an MPI job (mpiexec -n N python3 main.py ...) with '
+                        'this ChainerMN communicator: naive on the CPU, pure_nccl on GPUs (one '
+                        'per rank, by intra-node rank); --batchSize is then per rank (global '
+                        'batch = N x batchSize). Default: none, a single process')
+    g.add_argument('--mnBN', action='store_true',
+                   help='with --communicator: batch normalisation over the global batch '
+                        '(ChainerMN MultiNodeBatchNormalization) instead of per rank')
+    g.add_argument('--noShuffle', action='store_true',
+                   help='for tests: training examples in file order, no reshuffling per epoch; '
+                        'with N ranks, rank r gets the r-th part of every global batch of the '
+                        '1-process run (exact when the training clips are a multiple of N x '
+                        'batchSize; meaningful for --learning standard, pairs are random)')
 
     g = p.add_argument_group('learning method')
     g.add_argument('--learning', choices=LEARNING, default=None, help='preset (see README)')
@@ -202,6 +223,11 @@ def resolve(opt):
                          f'(or -1 for all)')
     if opt.save is None:
         opt.save = os.path.join('results', f'{opt.dataset}-{opt.netType}-{opt.learning}')
+    opt.ranks = 1  # main.py sets the number of MPI ranks once the communicator exists
+    if opt.mnBN and opt.communicator is None:
+        raise ValueError('--mnBN needs --communicator (multi-node batch normalisation)')
+    if opt.testOnly and opt.communicator is not None:
+        raise ValueError('--testOnly runs in a single process; drop --communicator (and mpiexec)')
     if opt.testOnly and opt.resume:
         raise ValueError('--testOnly and --resume exclude each other')
     if opt.fgsm is not None:
@@ -223,6 +249,15 @@ def describe(opt):
              ('schedule', opt.schedule), ('warmup', opt.warmup),
              ('batchSize', f'{opt.batchSize} {"pairs" if opt.mixing else "clips"}'),
              ('splits', ' '.join(map(str, opt.splits))), ('save', opt.save)]
+    if getattr(opt, 'communicator', None):
+        ranks = getattr(opt, 'ranks', 1)
+        unit = 'pairs' if opt.mixing else 'clips'
+        bn = 'over the global batch (--mnBN)' if opt.mnBN else 'per rank'
+        rows.append(('ranks', f'{ranks} ({opt.communicator} communicator; global batch '
+                              f'{ranks} x {opt.batchSize} = {ranks * opt.batchSize} {unit}; '
+                              f'BN {bn})'))
+    if getattr(opt, 'noShuffle', False):
+        rows.append(('order', 'file order, no shuffling (--noShuffle)'))
     width = max(len(k) for k, _ in rows)
     line = '+' + '-' * 40
     return [line] + [f'| {k:<{width}} : {v}' for k, v in rows] + [line]

@@ -13,12 +13,23 @@ Files written in the split's folder (``--save``/split{k}):
 - ``error.png``, ``loss.png``, ``lr.png`` — learning curves (Chainer's PlotReport).
 - ``model.npz`` — the final weights (written when training ends).
 - ``result.json`` — final error, best error (labelled: chosen on the test fold), epochs, seconds.
+
+Multi-process training (``comm``, a ChainerMN communicator; ``main.py --communicator``): the
+training clips are scattered across the ranks (``chainermn.scatter_dataset``, shuffled once with
+the split's seed), each rank draws its own crops and pairs from its shard with its own random
+streams (:func:`rank_seed`), gradients are averaged by ChainerMN's multi-node optimizer (rank 0's
+initial weights are broadcast explicitly before the first step), and the 10-crop test runs on a
+scattered test fold whose wrong-clip and clip counts are summed over the ranks, so the error is
+exactly that of the whole fold. Only rank 0 writes files and prints the epoch lines. Setup errors
+(:func:`all_ranks_ok`, :func:`on_root`) are raised on every rank together as
+:class:`AllRanksError`; ``main.py`` ends the job with ``MPI_Abort`` on any other failure of a rank.
 """
 import json
 import math
 import os
 import sys
 import time
+import zlib
 
 import numpy as np
 
@@ -32,6 +43,7 @@ import dataset
 import intermix
 import models
 import utils
+from utils import UserError
 
 try:  # PlotReport needs a non-interactive backend on machines without a display.
     import matplotlib
@@ -73,6 +85,114 @@ class NonFiniteLossError(Exception):
         self.epoch = epoch
         self.iteration = iteration
         self.value = value
+
+
+class AllRanksError(UserError):
+    """A user error that every rank of an MPI job raises together (after a collective check);
+    rank 0 reports it. Without a communicator the original :class:`UserError` is raised."""
+
+
+def _failure_line(errors, size):
+    """One line for ``[(rank, message), ...]`` of the ranks that failed out of ``size``."""
+    messages = sorted({m for _, m in errors})
+    ranks = [r for r, _ in errors]
+    if len(ranks) == size and len(messages) == 1:
+        return messages[0]
+    first_rank, first = errors[0]
+    others = [r for r, m in errors[1:]]
+    line = f'rank {first_rank} of {size}: {first}'
+    if others:
+        line += f' (also failed: rank{"s" * (len(others) > 1)} {", ".join(map(str, others))})'
+    return line
+
+
+def all_ranks_ok(comm, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on every rank; a UserError on any rank stops every rank.
+
+    Without ``comm`` it is a plain call. With a communicator, the ranks exchange their outcome
+    (one ``allgather``), so that a rank whose data path or device is wrong does not leave the
+    others waiting in a collective operation: all raise :class:`AllRanksError` naming the
+    failing rank(s).
+    """
+    if comm is None:
+        return fn(*args, **kwargs)
+    try:
+        value, error = fn(*args, **kwargs), None
+    except UserError as e:
+        value, error = None, str(e)
+    errors = [(r, e) for r, e in enumerate(comm.mpi_comm.allgather(error)) if e is not None]
+    if errors:
+        raise AllRanksError(_failure_line(errors, comm.size))
+    return value
+
+
+def on_root(comm, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` on rank 0 only, its value (or its UserError) broadcast to all."""
+    if comm is None:
+        return fn(*args, **kwargs)
+    value = error = None
+    if comm.rank == 0:
+        try:
+            value = fn(*args, **kwargs)
+        except UserError as e:
+            error = str(e)
+    value, error = comm.mpi_comm.bcast((value, error), root=0)
+    if error is not None:
+        raise AllRanksError(error)
+    return value
+
+
+def rank_seed(seed, rank):
+    """The seed of rank ``rank``'s own random streams (crops, pairs, mixing, order, dropout).
+
+    Rank 0 keeps ``seed`` (so a 1-rank job draws what a single process draws); rank r > 0 gets
+    an independent 32-bit seed derived from ``(seed, r)`` by ``numpy.random.SeedSequence``, so
+    that no rank's stream coincides with another rank's (``seed + r`` would give rank 1's
+    crops the stream of rank 0's mixing, which uses ``seed + 2``).
+    """
+    if rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed % 2 ** 32, rank]).generate_state(1)[0])
+
+
+def data_fingerprint(soundset):
+    """(fold, clips, samples, CRC-32 of labels and audio) per fold: equal on every rank that
+    loaded the same file."""
+    rows = []
+    for k in sorted(soundset.folds):
+        sounds, labels = soundset.folds[k]
+        crc = zlib.crc32(np.ascontiguousarray(labels, dtype=np.int32).tobytes())
+        for s in sounds:
+            crc = zlib.crc32(np.ascontiguousarray(s).tobytes(), crc)
+        rows.append((int(k), len(sounds), int(sum(len(s) for s in sounds)), crc))
+    return tuple(rows)
+
+
+def interleaved_order(n, block, size):
+    """Indices 0..n-1 reordered so that contiguous shards of n/size give rank r the examples
+    ``[t*size*block + r*block, t*size*block + (r+1)*block)`` for t = 0, 1, ...: step t of rank r
+    then holds the r-th part of step t of a 1-process run with batch size x block (exact when n
+    is a multiple of size x block)."""
+    index = np.arange(n)
+    return np.concatenate([index[(index // block) % size == r] for r in range(size)])
+
+
+def scatter_indices(n, comm, shuffle=False, seed=None, order=None, equal_length=True):
+    """This rank's share of the examples 0..n-1, by ``chainermn.scatter_dataset``.
+
+    The indices (not the clips: every rank loaded the same file, checked by
+    :func:`data_fingerprint`) are scattered from rank 0, shuffled once with ``seed`` when
+    ``shuffle``; ``order`` replaces 0..n-1 before scattering. ``equal_length`` (training) gives
+    every rank ceil(n / size) examples, repeating a few when n is not a multiple of the number of
+    ranks, so that all ranks take the same number of steps per epoch; without it (testing) the
+    shards are disjoint and together hold each example once.
+    """
+    import chainermn
+    index = np.arange(n) if order is None else np.asarray(order)
+    shard = chainermn.scatter_dataset(index, comm, shuffle=shuffle,
+                                      seed=None if seed is None else seed % 2 ** 32,
+                                      force_equal_length=equal_length)
+    return np.asarray([shard[i] for i in range(len(shard))], dtype=np.int64)
 
 
 def learning_rate(opt, epoch):
@@ -120,10 +240,11 @@ class MixingUpdater(training.updaters.StandardUpdater):
     target).
     """
 
-    def __init__(self, iterator, optimizer, opt, device, seed=None):
+    def __init__(self, iterator, optimizer, opt, device, seed=None, comm=None):
         super().__init__(iterator, optimizer, device=device)
         self.opt = opt
         self.rng = np.random.default_rng(seed)
+        self.comm = comm
 
     def update_core(self):
         optimizer = self.get_optimizer('main')
@@ -141,7 +262,9 @@ class MixingUpdater(training.updaters.StandardUpdater):
         if not math.isfinite(value):
             raise NonFiniteLossError(self.epoch + 1, self.iteration + 1, value)
         error = 100.0 * float((logits.array.argmax(axis=1) != label).mean())
-        chainer.report({'loss': loss, 'error': error}, model)
+        # Under MPI the loss is reported as a float: ChainerMN's ObservationAggregator, which
+        # averages it over the ranks, moves Variables to a ChainerX device (absent here).
+        chainer.report({'loss': loss if self.comm is None else value, 'error': error}, model)
         model.cleargrads()
         loss.backward()
         optimizer.update()
@@ -177,26 +300,46 @@ class TenCropEvaluator(extensions.Evaluator):
 
     Reports ``validation/main/error`` = 100 * (wrong clips / clips), exact over the whole test
     fold, computed in test mode (BN statistics, no dropout) without backprop.
+
+    Multi-node (``comm``): each rank tests its disjoint shard of the fold and the ranks sum their
+    (wrong clips, clips) counts with one ``allreduce``, so the error is wrong / total over the
+    whole fold, not a mean of per-rank percentages (ChainerMN's ``create_multi_node_evaluator``
+    averages the ranks' results, which is wrong for shards of unequal size).
     """
+
+    def __init__(self, iterator, target, device=None, comm=None):
+        super().__init__(iterator, target, device=device)
+        self.comm = comm
 
     def evaluate(self):
         iterator = self.get_iterator('main')
         model = self.get_target('main')
-        return {'validation/main/error': ten_crop_error(model, iterator, self.converter,
-                                                        self.device)}
+        wrong, total = ten_crop_counts(model, iterator, self.converter, self.device)
+        if self.comm is not None:
+            wrong, total = (int(v) for v in self.comm.mpi_comm.allreduce(
+                np.array([wrong, total], dtype=np.int64)))
+        return {'validation/main/error': 100.0 * wrong / total}
 
 
-def ten_crop_error(model, iterator, converter, device):
-    """Error (%) of ``model`` over an iterator of ``(crops (nCrops, T), label)`` examples."""
+def ten_crop_counts(model, iterator, converter, device):
+    """(wrong clips, clips) of ``model`` over an iterator of ``(crops (nCrops, T), label)``."""
+    wrong = total = 0
+    if len(getattr(iterator, 'dataset', ())) == 0 and hasattr(iterator, 'dataset'):
+        return wrong, total  # an empty shard (fewer test clips than ranks)
     if hasattr(iterator, 'reset'):
         iterator.reset()
-    wrong = total = 0
     with chainer.using_config('train', False), chainer.no_backprop_mode():
         for batch in iterator:
             x, y = converter(batch, device)
             b, n_crops, length = x.shape
             wrong += _wrong_clips(model, x.reshape(b * n_crops, 1, 1, length), y, n_crops)
             total += b
+    return wrong, total
+
+
+def ten_crop_error(model, iterator, converter, device):
+    """Error (%) of ``model`` over an iterator of ``(crops (nCrops, T), label)`` examples."""
+    wrong, total = ten_crop_counts(model, iterator, converter, device)
     return 100.0 * wrong / total
 
 
@@ -330,9 +473,59 @@ def save_npz_uncompressed(path, target):
     chainer.serializers.save_npz(path, target, compression=False)
 
 
-def build_model(opt, device):
-    """A new network of ``opt.netType`` for ``opt.nClasses`` classes, on ``device``."""
+_GLOBAL_BN = []
+
+
+def global_batch_normalization_class():
+    """ChainerMN's ``MultiNodeBatchNormalization`` with the running variance unbiased over the
+    global batch.
+
+    ChainerMN 7.8.1 normalises with the mean and variance of the global batch, but updates the
+    running variance with the per-rank factor m / (m - 1) (m = values per channel on one rank)
+    instead of M / (M - 1) for the M = N m values of the global batch. This subclass rescales
+    the update so that the running statistics are those of one process with the global batch
+    (the difference is about 1 / (2m) relative: small, but visible in the 1-rank/N-rank test).
+    All ranks must have batches of the same size (true for the training iterators here).
+    """
+    if not _GLOBAL_BN:
+        import chainermn
+
+        class GlobalBatchNormalization(chainermn.links.MultiNodeBatchNormalization):
+            def __call__(self, x, finetune=False):
+                train = chainer.config.train and not finetune
+                if train:
+                    before = self.avg_var.copy()
+                y = super().__call__(x, finetune)
+                if train:
+                    m = x.size // self.avg_mean.size
+                    n = m * self.comm.size
+                    local, wanted = m / max(m - 1.0, 1.0), n / max(n - 1.0, 1.0)
+                    kept = self.decay * before
+                    self.avg_var[...] = kept + (self.avg_var - kept) * (wanted / local)
+                return y
+        _GLOBAL_BN.append(GlobalBatchNormalization)
+    return _GLOBAL_BN[0]
+
+
+def build_model(opt, device, comm=None):
+    """A new network of ``opt.netType`` for ``opt.nClasses`` classes, on ``device``.
+
+    With ``comm`` and ``opt.mnBN``, every ``BatchNormalization`` becomes ChainerMN's
+    ``MultiNodeBatchNormalization`` (statistics over the global batch; see
+    :func:`global_batch_normalization_class`). Parameters and persistents keep their names, so
+    the saved weights load into the plain network (``--testOnly``).
+    """
     model = models.archs[opt.netType](opt.nClasses)
+    if comm is not None and getattr(opt, 'mnBN', False):
+        import warnings
+        import chainermn
+        with warnings.catch_warnings():  # "MultiNodeBatchNormalization is experimental"
+            warnings.simplefilter('ignore', FutureWarning)
+            model = chainermn.links.create_mnbn_model(model, comm)
+        cls = global_batch_normalization_class()
+        for link in model.links():
+            if type(link) is chainermn.links.MultiNodeBatchNormalization:
+                link.__class__ = cls
     model.to_device(device)
     return model
 
@@ -344,80 +537,150 @@ def test_iterator(opt, test_sounds, test_labels):
     return chainer.iterators.SerialIterator(test_set, opt.testBatchSize, repeat=False, shuffle=False)
 
 
-def train_split(opt, split, split_dir, train_data, test_data, device, seed, resume=False):
+def _shard(data, index):
+    """The clips and labels of ``data`` = (sounds, labels) at ``index``."""
+    sounds, labels = data
+    return [sounds[i] for i in index], np.asarray(labels, dtype=np.int32)[index]
+
+
+def _setup_split(opt, train_data, test_data, device, seed, comm):
+    """Model, optimizer, datasets and iterators of one split (on this rank)."""
+    (train_sounds, train_labels), (test_sounds, test_labels) = train_data, test_data
+    rank = comm.rank if comm is not None else 0
+    rseed = rank_seed(seed, rank)
+    chainer.config.train = True
+    np.random.seed(seed % 2 ** 32)  # the same initial weights on every rank (broadcast too)
+    if device.xp is not np:
+        device.xp.random.seed(seed % 2 ** 32)
+    model = build_model(opt, device, comm)
+    if rank:  # dropout draws of this rank
+        np.random.seed(rseed % 2 ** 32)
+        if device.xp is not np:
+            device.xp.random.seed(rseed % 2 ** 32)
+    optimizer = chainer.optimizers.NesterovAG(lr=opt.LR, momentum=opt.momentum)
+    if comm is not None:
+        import chainermn
+        optimizer = chainermn.create_multi_node_optimizer(optimizer, comm)
+    optimizer.setup(model)
+    optimizer.add_hook(chainer.optimizer_hooks.WeightDecay(opt.weightDecay))
+    if comm is not None:
+        # ChainerMN's multi-node optimizer broadcasts rank 0's weights at its first update()
+        # *instead of* updating (it has not seen the parameters yet). Broadcast them here and let
+        # it see the (already initialised) parameters, so that step 1 is a real step on every
+        # rank, as in a single process. bcast_data covers parameters; the BN persistents start
+        # equal (0 and 1) on every rank.
+        comm.bcast_data(model)
+        if all(p.array is not None for p in model.params()):
+            optimizer.is_changed(model)
+
+    train_index = test_index = None
+    if comm is not None:
+        order = None
+        if opt.noShuffle:
+            order = interleaved_order(len(train_sounds), opt.batchSize, comm.size)
+        train_index = scatter_indices(len(train_sounds), comm, shuffle=not opt.noShuffle,
+                                      seed=seed, order=order, equal_length=True)
+        test_index = scatter_indices(len(test_sounds), comm, equal_length=False)
+        train_sounds, train_labels = _shard(train_data, train_index)
+        test_sounds, test_labels = _shard(test_data, test_index)
+
+    pre = dataset.Preprocessor(opt.inputLength, strong_augment=opt.strongAugment)
+    if opt.mixing:
+        train_set = dataset.PairDataset(train_sounds, train_labels, pre, seed=rseed + 1)
+    else:
+        train_set = dataset.TrainDataset(train_sounds, train_labels, pre, seed=rseed + 1)
+    if opt.noShuffle:
+        order_kw = {'shuffle': False}
+    else:
+        order_kw = {'order_sampler': chainer.iterators.ShuffleOrderSampler(
+            np.random.RandomState(rseed % 2 ** 32))}
+    if opt.nWorkers > 0:  # preprocessing in worker processes, overlapping the training step
+        train_iter = chainer.iterators.MultiprocessIterator(
+            train_set, opt.batchSize, n_processes=opt.nWorkers, n_prefetch=2, **order_kw)
+    else:
+        train_iter = chainer.iterators.SerialIterator(train_set, opt.batchSize, **order_kw)
+    test_iter = test_iterator(opt, test_sounds, test_labels)
+    return model, optimizer, train_iter, test_iter, rseed
+
+
+def train_split(opt, split, split_dir, train_data, test_data, device, seed, resume=False,
+                comm=None):
     """Train one model on ``train_data`` and test it on ``test_data``; write the split's files.
 
     Returns the dict written to ``result.json``. Raises :class:`NonFiniteLossError` if the loss
     stops being finite (the last snapshot is kept).
+
+    With ``comm`` (a ChainerMN communicator) this runs on every rank of the job: the training
+    and test clips are scattered across the ranks, ``opt.batchSize`` is per rank, and only rank
+    0 writes files and prints; every rank returns the same result.
     """
-    (train_sounds, train_labels), (test_sounds, test_labels) = train_data, test_data
-    chainer.config.train = True
-    np.random.seed(seed % 2 ** 32)
-    if device.xp is not np:
-        device.xp.random.seed(seed % 2 ** 32)
-    model = build_model(opt, device)
-    optimizer = chainer.optimizers.NesterovAG(lr=opt.LR, momentum=opt.momentum)
-    optimizer.setup(model)
-    optimizer.add_hook(chainer.optimizer_hooks.WeightDecay(opt.weightDecay))
+    (train_sounds, _), (test_sounds, _) = train_data, test_data
+    writer = comm is None or comm.rank == 0
+    model, optimizer, train_iter, test_iter, rseed = all_ranks_ok(
+        comm, _setup_split, opt, train_data, test_data, device, seed, comm)
 
-    pre = dataset.Preprocessor(opt.inputLength, strong_augment=opt.strongAugment)
-    if opt.mixing:
-        train_set = dataset.PairDataset(train_sounds, train_labels, pre, seed=seed + 1)
-    else:
-        train_set = dataset.TrainDataset(train_sounds, train_labels, pre, seed=seed + 1)
-    order = chainer.iterators.ShuffleOrderSampler(np.random.RandomState(seed % 2 ** 32))
-    if opt.nWorkers > 0:  # preprocessing in worker processes, overlapping the training step
-        train_iter = chainer.iterators.MultiprocessIterator(
-            train_set, opt.batchSize, order_sampler=order, n_processes=opt.nWorkers,
-            n_prefetch=2)
-    else:
-        train_iter = chainer.iterators.SerialIterator(train_set, opt.batchSize,
-                                                      order_sampler=order)
-    test_iter = test_iterator(opt, test_sounds, test_labels)
-
-    updater = MixingUpdater(train_iter, optimizer, opt, device, seed=seed + 2)
+    updater = MixingUpdater(train_iter, optimizer, opt, device, seed=rseed + 2, comm=comm)
     trainer = training.Trainer(updater, (opt.nEpochs, 'epoch'), out=split_dir)
 
     def test_now(tr):
         epoch = tr.updater.epoch
         return tr.updater.is_new_epoch and (epoch % opt.testEvery == 0 or epoch >= opt.nEpochs)
 
-    trainer.extend(TenCropEvaluator(test_iter, model, device=device), trigger=test_now)
+    if comm is not None:
+        import chainermn
+        for key in ('main/loss', 'main/error'):  # logged over the global batch, not rank 0's
+            trainer.extend(chainermn.extensions.ObservationAggregator(comm, key),
+                           name=f"aggregate_{key.split('/')[1]}", trigger=(1, "iteration"))
+        if not opt.mnBN:  # per-rank BN statistics: average them before testing and saving
+            trainer.extend(chainermn.extensions.AllreducePersistent(model, comm), trigger=test_now)
+    trainer.extend(TenCropEvaluator(test_iter, model, device=device, comm=comm), trigger=test_now)
     trainer.extend(extensions.observe_lr(), trigger=(1, 'iteration'))
-    log_report = extensions.LogReport(trigger=(1, 'epoch'), log_name=None)  # log.jsonl instead
-    trainer.extend(log_report)
-    trainer.extend(JsonLinesLog(log_report, os.path.join(split_dir, 'log.jsonl')))
-    trainer.extend(EpochLine(log_report, opt.nEpochs))
     trainer.extend(LRSchedule(opt))
-    if extensions.PlotReport.available():
-        for keys, name, ylabel, legend in PLOTS:
-            trainer.extend(extensions.PlotReport(
-                keys, 'epoch', filename=name, marker=None,
-                postprocess=_label_plot(ylabel, legend, log=name == 'lr.png')))
-    trainer.extend(extensions.snapshot(filename='snapshot.npz', savefun=save_npz_uncompressed),
-                   trigger=(1, 'epoch'))
-    if sys.stdout.isatty():
-        trainer.extend(extensions.ProgressBar(update_interval=1))
+    log_report = extensions.LogReport(trigger=(1, 'epoch'), log_name=None)  # log.jsonl instead
+    if writer:
+        trainer.extend(log_report)
+        trainer.extend(JsonLinesLog(log_report, os.path.join(split_dir, 'log.jsonl')))
+        trainer.extend(EpochLine(log_report, opt.nEpochs))
+        if extensions.PlotReport.available():
+            for keys, name, ylabel, legend in PLOTS:
+                trainer.extend(extensions.PlotReport(
+                    keys, 'epoch', filename=name, marker=None,
+                    postprocess=_label_plot(ylabel, legend, log=name == 'lr.png')))
+        trainer.extend(extensions.snapshot(filename='snapshot.npz',
+                                           savefun=save_npz_uncompressed), trigger=(1, 'epoch'))
+        if sys.stdout.isatty():
+            trainer.extend(extensions.ProgressBar(update_interval=1))
 
     snapshot = os.path.join(split_dir, 'snapshot.npz')
-    if resume and os.path.isfile(snapshot):
-        chainer.serializers.load_npz(snapshot, trainer)
-        print(f'resumed from {snapshot} at epoch {updater.epoch} of {opt.nEpochs}', flush=True)
+    if resume:
+        def visible():
+            if not os.path.isfile(snapshot):
+                raise UserError(f'--resume: {snapshot} is not visible on this rank; --save must '
+                                f'be on a file system that every rank shares')
+        if comm is not None:
+            all_ranks_ok(comm, visible)
+        if os.path.isfile(snapshot):
+            # Every rank loads the same snapshot (rank 0's model, optimizer, iterator position).
+            chainer.serializers.load_npz(snapshot, trainer)
+            if writer:
+                print(f'resumed from {snapshot} at epoch {updater.epoch} of {opt.nEpochs}',
+                      flush=True)
 
     start = time.time()
     try:
-        trainer.run()
+        trainer.run(show_loop_exception_msg=comm is None)
     finally:
         if hasattr(train_iter, 'finalize'):
             train_iter.finalize()
     seconds = time.time() - start
 
-    log = log_report.log
+    if comm is not None:  # rank 0's log, for the result every rank returns
+        log = comm.mpi_comm.bcast(log_report.log if writer else None, root=0)
+    else:
+        log = log_report.log
     tested = [e for e in log if 'validation/main/error' in e]
     final = tested[-1]
     best = min(tested, key=lambda e: e['validation/main/error'])
-    utils.atomic_write(os.path.join(split_dir, 'model.npz'),
-                       lambda tmp: save_npz_uncompressed(tmp, model), suffix='.npz')
     result = {
         'dataset': opt.dataset, 'netType': opt.netType, 'learning': opt.learning, 'split': split,
         'final_error': final['validation/main/error'], 'final_epoch': final['epoch'],
@@ -429,7 +692,10 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
         'train_clips': len(train_sounds), 'test_clips': len(test_sounds), 'seed': seed,
         'settings': settings_of(opt),
     }
-    utils.write_json(os.path.join(split_dir, 'result.json'), result)
+    if writer:
+        utils.atomic_write(os.path.join(split_dir, 'model.npz'),
+                           lambda tmp: save_npz_uncompressed(tmp, model), suffix='.npz')
+        utils.write_json(os.path.join(split_dir, 'result.json'), result)
     return result
 
 
@@ -439,4 +705,10 @@ def settings_of(opt):
             'gainSource', 'strongAugment', 'nEpochs', 'LR', 'schedule', 'warmup', 'batchSize',
             'weightDecay', 'momentum', 'nCrops', 'testEvery', 'testBatchSize', 'fs',
             'inputLength', 'nClasses']
-    return {k: getattr(opt, k, None) for k in keys}
+    settings = {k: getattr(opt, k, None) for k in keys}
+    # Multi-process runs (recorded so that --resume refuses another number of ranks: the
+    # snapshot's iterator position belongs to shards of this size).
+    settings.update(ranks=getattr(opt, 'ranks', 1), mnBN=bool(getattr(opt, 'mnBN', False)))
+    if getattr(opt, 'noShuffle', False):
+        settings['noShuffle'] = True
+    return settings
