@@ -456,7 +456,10 @@ def test_stale_temporary_files_are_removed(generated, tmp_path, capsys):
 # wrapper that patches audio_io.convert_clip before the pool forks)
 
 SLOW_RUN = '''
-import sys, time
+import signal, sys, time
+# A process started in the background by a non-interactive shell inherits SIGINT ignored (and
+# Python then installs no KeyboardInterrupt handler); restore what a terminal's process has.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, %r)
 import audio_io
 _orig = audio_io.convert_clip
