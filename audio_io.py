@@ -677,6 +677,39 @@ def run_check(paths):
     return 0
 
 
+def generator_main(prog, parser, argv, run):
+    """The shared entry point of esc_gen.py and urbansound_gen.py; returns the exit status.
+
+    Parses ``argv`` with ``parser`` (which has a positional ``data`` with nargs='?' and
+    ``--check NPZ...``): with ``--check`` it checks those files (:func:`run_check`), otherwise it
+    calls ``run(args)`` on DATA; errors become one-line messages through :func:`cli`.
+    """
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return e.code
+    if args.check:
+        if args.data is not None:
+            parser.print_usage(sys.stderr)
+            print('%s: error: --check takes npz files, not DATA' % prog, file=sys.stderr)
+            return 2
+        return cli(prog, lambda: run_check(args.check))
+    if args.data is None:
+        parser.print_usage(sys.stderr)
+        print('%s: error: DATA is required (or --check NPZ)' % prog, file=sys.stderr)
+        return 2
+    return cli(prog, lambda: run(args))
+
+
+def resolve_workers(workers):
+    """``--workers``: None -> :func:`default_workers`; below 1 -> UserError naming the flag."""
+    if workers is None:
+        workers = default_workers()
+    if workers < 1:
+        raise UserError('--workers must be >= 1, got %d' % workers)
+    return workers
+
+
 def cli(prog, fn):
     """Run ``fn()``; a UserError/BadFiles/Interrupted becomes its message lines and exit status."""
     try:

@@ -347,32 +347,17 @@ def main(argv=None):
     parser.add_argument('--check', nargs='+', metavar='NPZ',
                         help='print clip counts per fold and class and duration statistics of '
                              'generated files, and verify they load without pickle; no DATA')
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return e.code
-    if args.check:
-        if args.data is not None:
-            parser.print_usage(sys.stderr)
-            print('%s: error: --check takes npz files, not DATA' % PROG, file=sys.stderr)
-            return 2
-        return audio_io.cli(PROG, lambda: audio_io.run_check(args.check))
-    if args.data is None:
-        parser.print_usage(sys.stderr)
-        print('%s: error: DATA is required (or --check NPZ)' % PROG, file=sys.stderr)
-        return 2
-    return audio_io.cli(PROG, lambda: run(args.data, args.source, workers=args.workers,
-                                          skip_bad=args.skipBad))
+    return audio_io.generator_main(
+        PROG, parser, argv, lambda args: run(args.data, args.source, workers=args.workers,
+                                             skip_bad=args.skipBad))
+
 
 
 def run(data_dir, source_path=None, workers=None, skip_bad=False):
     """Generate the files (see the module docstring); raises UserError / audio_io.BadFiles."""
     import models  # the registry says which rates are needed
     t0 = time.time()
-    if workers is None:
-        workers = audio_io.default_workers()
-    if workers < 1:
-        raise UserError('--workers must be >= 1, got %d' % workers)
+    workers = audio_io.resolve_workers(workers)
     rates = [int(fs) for fs in models.sample_rates()]
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise UserError('DATA %s: exists and is not a directory' % data_dir)
