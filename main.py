@@ -33,6 +33,7 @@ import compat  # noqa: F401
 import chainer
 
 import dataset
+import fastconv
 import opts
 import training
 import utils
@@ -352,11 +353,23 @@ def _fail(comm, message, code):
 
 
 def _run(opt, comm):
-    rank0 = comm is None or comm.rank == 0
     device, line = training.all_ranks_ok(comm, setup_device, opt, comm)
     if opt.nWorkers is None:
         per_node = 1 if comm is None else comm.intra_size
         opt.nWorkers = 0 if device.xp is np else min(8, max(1, (os.cpu_count() or 1) // per_node))
+    previous = fastconv.set_enabled(fastconv.enabled() and not opt.stockConv)
+    try:
+        return _run_on(opt, comm, device, line)
+    finally:
+        fastconv.set_enabled(previous)
+
+
+def _run_on(opt, comm, device, line):
+    rank0 = comm is None or comm.rank == 0
+    if device.xp is np:
+        conv = ('fast NumPy path (fastconv.py)' if fastconv.enabled() else
+                f'stock Chainer (--stockConv or ${fastconv.STOCK_CONV_ENV})')
+        line += f'; convolution: {conv}'
     if comm is None:
         print(f'{line}; {opt.nWorkers} data worker process(es)', flush=True)
     else:

@@ -256,3 +256,26 @@ def test_legacy_pickled_dataset_needs_allow_pickle(tmp_path, capsys):
     assert rc == 2 and '--allowPickle' in err
     rc, _, err = run_main(args + ['--allowPickle'], capsys)
     assert rc == 0, err
+
+
+def test_stock_conv_flag_trains_the_same_model_without_the_fast_path(tiny_data, tmp_path, capsys,
+                                                                     monkeypatch):
+    import fastconv
+    args = [*FAST, '--learning', 'intermix', '--nEpochs', '1', '--batchSize', '4']
+    rc, out, err = run_main(['--data', tiny_data, *args, '--save', str(tmp_path / 'fast')], capsys)
+    assert rc == 0, err
+    assert 'convolution: fast NumPy path' in out
+
+    def refuse(*a, **k):
+        raise AssertionError('fast path used under --stockConv')
+    monkeypatch.setattr(fastconv, 'fast_convolution_2d', refuse)
+    rc, out, err = run_main(['--data', tiny_data, *args, '--stockConv',
+                             '--save', str(tmp_path / 'stock')], capsys)
+    assert rc == 0, err
+    assert 'convolution: stock Chainer' in out
+    assert fastconv.enabled()  # the flag is restored when main() returns
+    fast = np.load(str(tmp_path / 'fast' / 'split1' / 'model.npz'))
+    stock = np.load(str(tmp_path / 'stock' / 'split1' / 'model.npz'))
+    assert sorted(fast.files) == sorted(stock.files)
+    for key in fast.files:  # same seed, same steps: equal within float32 rounding
+        np.testing.assert_allclose(fast[key], stock[key], rtol=1e-3, atol=1e-5, err_msg=key)
