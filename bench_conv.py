@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 
 import numpy as np
@@ -37,6 +36,7 @@ import chainer.functions as F
 import chainer.links as L
 
 import fastconv
+from bench import PeakRSS
 
 # name: (C, H, W, O, kh, kw, stride, pad, needs_gx)
 LAYERS = {
@@ -59,35 +59,6 @@ LAYERS = {
         ('conv10', (256, 10, 17, 256, 1, 2, (1, 1), (0, 0), True)),
     ],
 }
-
-
-def _rss_bytes():
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-
-
-class PeakRSS:
-    """Context manager: ``self.peak_mb`` = peak RSS rise (MB) over the block, sampled every 2 ms."""
-
-    def __enter__(self):
-        self.base = _rss_bytes()
-        self.peak = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def _poll(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_bytes())
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
-        self.peak_mb = round((self.peak - self.base) / 2 ** 20, 1)
-        return False
 
 
 def _timed(fn):

@@ -584,23 +584,30 @@ def _setup_split(opt, train_data, test_data, device, seed, comm):
         train_sounds, train_labels = _shard(train_data, train_index)
         test_sounds, test_labels = _shard(test_data, test_index)
 
+    train_iter = train_iterator(opt, train_sounds, train_labels, rseed)
+    test_iter = test_iterator(opt, test_sounds, test_labels)
+    return model, optimizer, train_iter, test_iter, rseed
+
+
+def train_iterator(opt, train_sounds, train_labels, rseed):
+    """The repeating training iterator: batches of ``opt.batchSize`` examples of
+    :class:`dataset.PairDataset` (mixing) or :class:`dataset.TrainDataset` (standard), shuffled
+    each epoch from ``rseed`` (file order with ``opt.noShuffle``), preprocessed in
+    ``opt.nWorkers`` worker processes (Chainer's MultiprocessIterator) or in-process when 0."""
     pre = dataset.Preprocessor(opt.inputLength, strong_augment=opt.strongAugment)
     if opt.mixing:
         train_set = dataset.PairDataset(train_sounds, train_labels, pre, seed=rseed + 1)
     else:
         train_set = dataset.TrainDataset(train_sounds, train_labels, pre, seed=rseed + 1)
-    if opt.noShuffle:
+    if getattr(opt, 'noShuffle', False):
         order_kw = {'shuffle': False}
     else:
         order_kw = {'order_sampler': chainer.iterators.ShuffleOrderSampler(
             np.random.RandomState(rseed % 2 ** 32))}
     if opt.nWorkers > 0:  # preprocessing in worker processes, overlapping the training step
-        train_iter = chainer.iterators.MultiprocessIterator(
+        return chainer.iterators.MultiprocessIterator(
             train_set, opt.batchSize, n_processes=opt.nWorkers, n_prefetch=2, **order_kw)
-    else:
-        train_iter = chainer.iterators.SerialIterator(train_set, opt.batchSize, **order_kw)
-    test_iter = test_iterator(opt, test_sounds, test_labels)
-    return model, optimizer, train_iter, test_iter, rseed
+    return chainer.iterators.SerialIterator(train_set, opt.batchSize, **order_kw)
 
 
 def train_split(opt, split, split_dir, train_data, test_data, device, seed, resume=False,
