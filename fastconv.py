@@ -1,4 +1,4 @@
-"""Fast CPU 2-D convolution for Chainer, in NumPy (issue 5).
+"""Fast CPU 2-D convolution (and stride = kernel max pooling) for Chainer, in NumPy (issue 5).
 
 Chainer's CPU convolution builds an (N, C, kh, kw, Ho, Wo) column array for the whole batch and
 contracts it with ``numpy.tensordot``, which copies it once more into GEMM order (conv4 of
@@ -33,7 +33,11 @@ CuPy / ChainerX / iDeep arrays raise ``TypeError``. Use :func:`convolution_2d` t
 float32/float64 inputs and :func:`enabled` -> fast path, everything else -> ``F.convolution_2d``
 (Chainer's GPU path, cuDNN when present).
 
-Switch: :func:`enabled` is False when the environment variable ``INTERMIX_STOCK_CONV`` is set to
+Max pooling with stride = kernel and no padding (every pooling of EnvNet, EnvNet-v2, M18, SoundNet5
+and SampleCNN) has a fast path too, :func:`max_pooling_2d` (see the section "Max pooling" below);
+it gives Chainer's values and gradients exactly, ties included.
+
+Switch (convolution and pooling alike): :func:`enabled` is False when the environment variable ``INTERMIX_STOCK_CONV`` is set to
 ``1`` (or true/yes/on; read at every call) or after ``set_enabled(False)``.
 """
 import ctypes
@@ -53,7 +57,8 @@ from chainer.utils import type_check
 
 __all__ = ['COL_BUFFER_BYTES', 'NUM_THREADS', 'STOCK_CONV_ENV', 'FastConvolution2D',
            'FastDeconvolution2D', 'FastConvolution2DGradW', 'fast_convolution_2d',
-           'convolution_2d', 'enabled', 'set_enabled', 'use_fast']
+           'convolution_2d', 'enabled', 'set_enabled', 'use_fast', 'FastMaxPooling2D',
+           'max_pooling_2d', 'use_fast_pooling']
 
 #: Upper bound (bytes) of the column buffer of one tile (one buffer per worker thread), forward
 #: and backward alike. Cache-sized tiles stay in cache between the window copy and the GEMM:
@@ -98,9 +103,10 @@ def _check_numpy(inputs, what):
     for a in inputs:
         if a is not None and type(a) is not np.ndarray:
             raise TypeError(
-                '%s is a NumPy-only CPU convolution, got %s.%s; use fastconv.convolution_2d() '
-                '(dispatches GPU/ChainerX arrays to chainer.functions.convolution_2d) or '
-                'F.convolution_2d directly' % (what, type(a).__module__, type(a).__name__))
+                '%s is NumPy-only (CPU), got %s.%s; use fastconv.convolution_2d() or '
+                'fastconv.max_pooling_2d() (they dispatch GPU/ChainerX arrays to Chainer\'s own '
+                'functions) or the chainer.functions ones directly'
+                % (what, type(a).__module__, type(a).__name__))
 
 
 # --------------------------------------------------------------------------------------------
@@ -654,3 +660,155 @@ def convolution_2d(x, W, b=None, stride=1, pad=0, cover_all=False, dilate=1, gro
         return F.convolution_2d(x, W, b, stride, pad, cover_all=cover_all, dilate=dilate,
                                 groups=groups)
     return F.convolution_2d(x, W, b, stride, pad)
+
+
+# --------------------------------------------------------------------------------------------
+# Max pooling with stride = kernel (non-overlapping windows)
+# --------------------------------------------------------------------------------------------
+#
+# Chainer's CPU max pooling builds an im2col array padded with -inf, arg-maxes over the window
+# axis (NumPy copies it into that axis order first) and scatters the gradient back with col2im.
+# With stride = kernel and no padding every element is in at most one window, so the windows are
+# a reshape of the input: one copy into (..., kh*kw) order at most (none for a (1, k) kernel on
+# an NCHW-contiguous input), an argmax, a gather; the gradient is one comparison with the
+# argmax. Channels-last inputs (the NCHW views of fast convolution outputs, through BN and ReLU)
+# are windowed in their own memory order and give a channels-last output too. The first maximum
+# of a window (row-major over (kh, kw)) wins, as in Chainer, so gradients match it on ties too.
+
+
+def _channels_last(x):
+    """True when the NCHW array ``x`` is the view of a C-contiguous (N, H, W, C) buffer."""
+    return x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous and \
+        not x.flags.c_contiguous
+
+
+def _pool_windows(x, ksize, outsize, fill, last=None):
+    """(windows, channels_last): x (N, C, H, W) cut into (N, C, Ho, Wo, kh*kw) windows, or
+    (N, Ho, Wo, C, kh*kw) for a channels-last ``x`` (``last=None``; True/False force the layout);
+    rows/columns beyond H, W hold ``fill``, rows/columns beyond Ho*kh, Wo*kw are dropped."""
+    (kh, kw), (ho, wo) = ksize, outsize
+    n, c, h, w = x.shape
+    if last is None:
+        last = _channels_last(x)
+    a = x.transpose(0, 2, 3, 1) if last else x          # (N, H, W, C) or (N, C, H, W)
+    sp = (1, 2) if last else (2, 3)                     # spatial axes of a
+    need = (ho * kh, wo * kw)
+    if (h, w) != need:
+        shape = list(a.shape)
+        shape[sp[0]], shape[sp[1]] = need
+        padded = np.full(shape, fill, dtype=x.dtype)
+        hh, ww = min(h, need[0]), min(w, need[1])
+        index = [slice(None)] * 4
+        index[sp[0]], index[sp[1]] = slice(0, hh), slice(0, ww)
+        padded[tuple(index)] = a[tuple(index)]
+        a = padded
+    if last:
+        v = a.reshape(n, ho, kh, wo, kw, c).transpose(0, 1, 3, 5, 2, 4)
+        return v.reshape(n, ho, wo, c, kh * kw), True
+    v = a.reshape(n, c, ho, kh, wo, kw).transpose(0, 1, 2, 4, 3, 5)
+    return v.reshape(n, c, ho, wo, kh * kw), False
+
+
+class FastMaxPooling2D(function_node.FunctionNode):
+    """Max pooling with stride = kernel and no padding, NumPy CPU only (as
+    ``F.max_pooling_2d(x, ksize, stride=ksize, pad=0, cover_all)``): (N, C, H, W) ->
+    (N, C, Ho, Wo) with ``Ho = ceil((H - kh) / kh) + 1`` if ``cover_all`` (a partial last window
+    is pooled over the samples it has) else ``(H - kh) // kh + 1``, likewise Wo."""
+
+    def __init__(self, ksize, cover_all=True):
+        self.ksize = _pair(ksize)
+        self.cover_all = bool(cover_all)
+
+    def forward(self, inputs):
+        _check_numpy(inputs, 'FastMaxPooling2D')
+        x, = inputs
+        from chainer.utils import conv
+        kh, kw = self.ksize
+        self.in_shape = x.shape
+        self.outsize = (conv.get_conv_outsize(x.shape[2], kh, kh, 0, self.cover_all),
+                        conv.get_conv_outsize(x.shape[3], kw, kw, 0, self.cover_all))
+        if min(self.outsize) < 1:
+            raise ValueError(f'max pooling: input {x.shape[2:]} smaller than kernel {self.ksize}')
+        windows, self.last = _pool_windows(x, self.ksize, self.outsize, -np.inf)
+        self.indexes = windows.argmax(axis=-1)
+        y = np.take_along_axis(windows, self.indexes[..., None], axis=-1)[..., 0]
+        return (y.transpose(0, 3, 1, 2) if self.last else y),
+
+    def backward(self, indexes, grad_outputs):
+        return MaxPooling2DGrad(self).apply(grad_outputs)
+
+
+class MaxPooling2DGrad(function_node.FunctionNode):
+    """gx of :class:`FastMaxPooling2D`: gy routed to each window's (first) maximum, 0 elsewhere."""
+
+    def __init__(self, fwd):
+        self.fwd = fwd
+
+    def forward(self, inputs):
+        gy, = inputs
+        f = self.fwd
+        (kh, kw), (ho, wo) = f.ksize, f.outsize
+        n, c, h, w = f.in_shape
+        g = gy.transpose(0, 2, 3, 1) if f.last else gy        # the layout of the windows
+        hit = f.indexes[..., None] == np.arange(kh * kw, dtype=f.indexes.dtype)
+        gwin = np.multiply(hit, g[..., None], dtype=gy.dtype)
+        if f.last:
+            full = gwin.reshape(n, ho, wo, c, kh, kw).transpose(0, 1, 4, 2, 5, 3)
+            full = full.reshape(n, ho * kh, wo * kw, c)
+            sp = (1, 2)
+        else:
+            full = gwin.reshape(n, c, ho, wo, kh, kw).transpose(0, 1, 2, 4, 3, 5)
+            full = full.reshape(n, c, ho * kh, wo * kw)
+            sp = (2, 3)
+        if (h, w) != (ho * kh, wo * kw):
+            shape = list(full.shape)
+            shape[sp[0]], shape[sp[1]] = h, w
+            gx = np.zeros(shape, dtype=gy.dtype)
+            index = [slice(None)] * 4
+            index[sp[0]], index[sp[1]] = slice(0, min(h, ho * kh)), slice(0, min(w, wo * kw))
+            gx[tuple(index)] = full[tuple(index)]
+            full = gx
+        return (full.transpose(0, 3, 1, 2) if f.last else full),
+
+    def backward(self, indexes, grad_outputs):
+        return MaxPooling2DGradGrad(self.fwd).apply(grad_outputs)
+
+
+class MaxPooling2DGradGrad(function_node.FunctionNode):
+    """ggy = ggx at each window's maximum (the pooling's gather, with the forward's indexes)."""
+
+    def __init__(self, fwd):
+        self.fwd = fwd
+
+    def forward(self, inputs):
+        ggx, = inputs
+        f = self.fwd
+        windows, _ = _pool_windows(ggx, f.ksize, f.outsize, 0, last=f.last)
+        ggy = np.take_along_axis(windows, f.indexes[..., None], axis=-1)[..., 0]
+        return (ggy.transpose(0, 3, 1, 2) if f.last else ggy),
+
+    def backward(self, indexes, grad_outputs):
+        return MaxPooling2DGrad(self.fwd).apply(grad_outputs)
+
+
+def use_fast_pooling(x, ksize, stride=None, pad=0):
+    """True when :func:`max_pooling_2d` would take the fast path for these arguments."""
+    if not enabled():
+        return False
+    ksize = _pair(ksize)
+    stride = ksize if stride is None else _pair(stride)
+    xa = _raw(x)
+    return (stride == ksize and _pair(pad) == (0, 0) and type(xa) is np.ndarray and
+            xa.dtype in _FAST_DTYPES and xa.ndim == 4 and xa.shape[2] >= ksize[0] and
+            xa.shape[3] >= ksize[1])
+
+
+def max_pooling_2d(x, ksize, stride=None, pad=0, cover_all=True):
+    """Dispatch: :class:`FastMaxPooling2D` for NumPy float32/float64 input when :func:`enabled`,
+    stride = kernel (``stride=None`` means the kernel, as in Chainer) and ``pad=0``; otherwise
+    ``chainer.functions.max_pooling_2d`` with the same arguments (GPU arrays: Chainer's path,
+    cuDNN when present). Same values and gradients as Chainer's, ties included."""
+    if use_fast_pooling(x, ksize, stride, pad):
+        y, = FastMaxPooling2D(ksize, cover_all).apply((x,))
+        return y
+    return F.max_pooling_2d(x, ksize, stride=stride, pad=pad, cover_all=cover_all)

@@ -57,7 +57,7 @@ def max_pool_1d(h, ksize):
     default ``cover_all=True`` would add a partial window; EnvNet and EnvNet-v2 keep that default,
     as in the reference code.)
     """
-    return F.max_pooling_2d(h, (1, ksize), stride=(1, ksize), cover_all=False)
+    return fastconv.max_pooling_2d(h, (1, ksize), stride=(1, ksize), cover_all=False)
 
 
 def global_average_pool(h):

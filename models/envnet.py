@@ -16,6 +16,8 @@ import compat  # noqa: F401
 import chainer.functions as F
 import chainer.links as L
 
+import fastconv
+
 from models.common import ConvBNReLU, StagedNet
 
 _SCHEDULE = {'nEpochs': 600, 'LR': 0.01, 'schedule': [0.5, 0.75], 'warmup': 0}
@@ -53,14 +55,14 @@ class EnvNet(StagedNet):
         return [self._stage0, self._stage1, self._stage2, self._stage3]
 
     def _stage0(self, x):
-        h = F.max_pooling_2d(self.conv2(self.conv1(x)), (1, 160))
+        h = fastconv.max_pooling_2d(self.conv2(self.conv1(x)), (1, 160))
         return F.swapaxes(h, 1, 2)
 
     def _stage1(self, h):
-        return F.max_pooling_2d(self.conv3(h), 3)
+        return fastconv.max_pooling_2d(self.conv3(h), 3)
 
     def _stage2(self, h):
-        return F.max_pooling_2d(self.conv4(h), (1, 3))
+        return fastconv.max_pooling_2d(self.conv4(h), (1, 3))
 
     def _stage3(self, h):
         h = F.dropout(F.relu(self.fc5(h)))

@@ -19,6 +19,8 @@ import compat  # noqa: F401
 import chainer.functions as F
 import chainer.links as L
 
+import fastconv
+
 from models.common import ConvBNReLU, StagedNet
 
 _SLOW = {'nEpochs': 1000, 'LR': 0.1, 'schedule': [0.3, 0.6, 0.9], 'warmup': 10}
@@ -63,20 +65,20 @@ class EnvNetV2(StagedNet):
         return [self._stage0, self._stage1, self._stage2, self._stage3, self._stage4]
 
     def _stage0(self, x):
-        h = F.max_pooling_2d(self.conv2(self.conv1(x)), (1, 64))
+        h = fastconv.max_pooling_2d(self.conv2(self.conv1(x)), (1, 64))
         return F.swapaxes(h, 1, 2)
 
     def _stage1(self, h):
-        return F.max_pooling_2d(self.conv4(self.conv3(h)), (5, 3))
+        return fastconv.max_pooling_2d(self.conv4(self.conv3(h)), (5, 3))
 
     def _stage2(self, h):
-        return F.max_pooling_2d(self.conv6(self.conv5(h)), (1, 2))
+        return fastconv.max_pooling_2d(self.conv6(self.conv5(h)), (1, 2))
 
     def _stage3(self, h):
-        return F.max_pooling_2d(self.conv8(self.conv7(h)), (1, 2))
+        return fastconv.max_pooling_2d(self.conv8(self.conv7(h)), (1, 2))
 
     def _stage4(self, h):
-        h = F.max_pooling_2d(self.conv10(self.conv9(h)), (1, 2))
+        h = fastconv.max_pooling_2d(self.conv10(self.conv9(h)), (1, 2))
         h = F.dropout(F.relu(self.fc11(h)))
         h = F.dropout(F.relu(self.fc12(h)))
         return self.fc13(h)

@@ -68,6 +68,8 @@ import chainer
 import chainer.functions as F
 import chainer.links as L
 
+import fastconv
+
 from models.common import ConvBNReLU, StagedNet
 from models.envnetv2 import EnvNetV2
 
@@ -205,10 +207,10 @@ class LogmelCNN(StagedNet):
 
     def _stage0(self, x):
         h = self.conv1(self.frontend(x))
-        return F.max_pooling_2d(h, (4, 3), stride=(1, 3), cover_all=False)
+        return fastconv.max_pooling_2d(h, (4, 3), stride=(1, 3), cover_all=False)
 
     def _stage1(self, h):
-        return F.max_pooling_2d(self.conv2(h), (1, 3), stride=(1, 3), cover_all=False)
+        return fastconv.max_pooling_2d(self.conv2(h), (1, 3), stride=(1, 3), cover_all=False)
 
     def _stage2(self, h):
         h = F.dropout(F.relu(self.fc3(h)))

@@ -313,3 +313,88 @@ def test_envnet_with_fast_links_matches_stock(monkeypatch):
     assert set(gs) == set(gf) and len(gs) == 4
     for name in gs:
         assert _rel(gf[name], gs[name]) < 1e-3, name
+
+
+# --------------------------------------------------------------------------------------------
+# Max pooling with stride = kernel
+# --------------------------------------------------------------------------------------------
+
+# name: (N, C, H, W, ksize, cover_all): every stride = kernel pooling of the models, long inputs
+# shortened so that some windows are partial (cover_all) or dropped (cover_all=False).
+POOLS = {
+    'envnet_pool2_1x160': ((2, 3, 1, 500), (1, 160), True),
+    'envnet_pool3_3x3': ((2, 4, 11, 20), (3, 3), True),
+    'envnet_pool4_1x3': ((2, 5, 3, 14), (1, 3), True),
+    'envnetv2_pool2_1x64': ((2, 3, 1, 260), (1, 64), True),
+    'envnetv2_pool4_5x3': ((2, 4, 12, 17), (5, 3), True),
+    'envnetv2_pool_1x2': ((2, 6, 10, 79), (1, 2), True),
+    'max_pool_1d_4': ((2, 3, 1, 125), (1, 4), False),
+    'max_pool_1d_8': ((2, 3, 1, 70), (1, 8), False),
+    'max_pool_1d_3': ((2, 3, 1, 81), (1, 3), False),
+    'partial_rows_cols': ((2, 2, 7, 9), (2, 4), True),
+    'dropped_rows_cols': ((2, 2, 7, 9), (2, 4), False),
+}
+
+
+def _layout(x, channels_last):
+    """x with the same values, stored channels-last (the NCHW view of an NHWC buffer) or not."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2) if channels_last \
+        else np.ascontiguousarray(x)
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('name', sorted(POOLS))
+def test_max_pooling_equals_chainer_exactly_ties_included(name, channels_last):
+    shape, ksize, cover_all = POOLS[name]
+    rng = np.random.default_rng(5)
+    # values on a coarse grid: many windows hold their maximum twice (first one wins in both)
+    x = _layout((np.round(rng.standard_normal(shape) * 2) / 2).astype(np.float32), channels_last)
+    xf, xs = chainer.Variable(x.copy()), chainer.Variable(x.copy())
+    yf = fastconv.max_pooling_2d(xf, ksize, cover_all=cover_all)
+    ys = F.max_pooling_2d(xs, ksize, cover_all=cover_all)
+    assert _creator(yf) == 'FastMaxPooling2D'
+    assert yf.shape == ys.shape
+    np.testing.assert_array_equal(yf.array, ys.array)
+    gy = rng.standard_normal(ys.shape).astype(np.float32)
+    yf.grad, ys.grad = gy, gy.copy()
+    yf.backward()
+    ys.backward()
+    np.testing.assert_array_equal(xf.grad, xs.grad)
+    # gradient mass is conserved: every output's gradient lands on exactly one input
+    np.testing.assert_allclose(xf.grad.sum(dtype=np.float64), gy.sum(dtype=np.float64), rtol=1e-6,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize('name', ['envnetv2_pool4_5x3', 'partial_rows_cols', 'max_pool_1d_4'])
+def test_max_pooling_check_backward_and_double_backward_float64(name):
+    shape, ksize, cover_all = POOLS[name]
+    rng = np.random.default_rng(6)
+    # distinct values, well apart (no window maximum moves under the finite-difference step)
+    x = (rng.permutation(int(np.prod(shape))).reshape(shape) * 0.1).astype(np.float64)
+    for layout in (False, True):
+        xl = _layout(x, layout)
+
+        def pool(v):
+            return fastconv.max_pooling_2d(v, ksize, cover_all=cover_all)
+        out_shape = pool(xl).shape
+        gy = rng.standard_normal(out_shape)
+        ggx = rng.standard_normal(shape)
+        gradient_check.check_backward(pool, xl, gy, dtype=np.float64, eps=1e-3)
+        gradient_check.check_double_backward(pool, xl, gy, ggx, dtype=np.float64, eps=1e-3)
+
+
+def test_max_pooling_falls_back_to_chainer_where_the_fast_path_does_not_apply(monkeypatch):
+    x = np.random.default_rng(7).standard_normal((2, 3, 8, 12)).astype(np.float32)
+    cases = [dict(ksize=(4, 3), stride=(1, 3), cover_all=False),  # Logmel-CNN: overlapping rows
+             dict(ksize=2, stride=2, pad=1),
+             dict(ksize=(1, 20))]                                 # kernel wider than the input
+    for kw in cases:
+        y = fastconv.max_pooling_2d(x, **kw)
+        assert _creator(y) == 'MaxPoolingND'
+        np.testing.assert_array_equal(y.array, F.max_pooling_2d(x, **kw).array)
+    assert _creator(fastconv.max_pooling_2d(x.astype(np.float16), 2)) == 'MaxPoolingND'
+    assert _creator(fastconv.max_pooling_2d(x, 2, stride=2)) == 'FastMaxPooling2D'
+    monkeypatch.setenv(fastconv.STOCK_CONV_ENV, '1')
+    assert _creator(fastconv.max_pooling_2d(x, 2)) == 'MaxPoolingND'
+    with pytest.raises(TypeError, match='NumPy-only'):
+        fastconv.FastMaxPooling2D(2).forward((_FakeGPUArray(),))
