@@ -398,3 +398,120 @@ def test_max_pooling_falls_back_to_chainer_where_the_fast_path_does_not_apply(mo
     assert _creator(fastconv.max_pooling_2d(x, 2)) == 'MaxPoolingND'
     with pytest.raises(TypeError, match='NumPy-only'):
         fastconv.FastMaxPooling2D(2).forward((_FakeGPUArray(),))
+
+
+# --------------------------------------------------------------------------------------------
+# Batch normalisation + ReLU
+# --------------------------------------------------------------------------------------------
+
+# (N, C, H, W): the maps after the models' ConvBNReLUs, shortened
+BN_SHAPES = [(4, 32, 1, 300), (3, 32, 7, 25), (2, 64, 10, 9), (5, 1, 1, 40), (2, 3, 1, 1)]
+
+
+def _bn_pair(c, rng, dtype=np.float32):
+    import copy
+    bn = L.BatchNormalization(c, dtype=dtype)
+    bn.gamma.array[:] = rng.uniform(0.5, 2.0, c)
+    bn.gamma.array[0] = 0.0  # a dead channel: no division by gamma anywhere
+    bn.beta.array[:] = rng.uniform(-1.0, 1.0, c)
+    bn.avg_mean[:] = rng.uniform(-1.0, 1.0, c)
+    bn.avg_var[:] = rng.uniform(0.5, 2.0, c)
+    other = copy.deepcopy(bn)
+    bn.cleargrads()
+    other.cleargrads()
+    return bn, other
+
+
+@pytest.mark.parametrize('train', [True, False])
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('shape', BN_SHAPES)
+def test_bn_relu_matches_the_link_and_relu(shape, channels_last, train, monkeypatch):
+    monkeypatch.setattr(fastconv, 'BN_BLOCK_BYTES', 4096)  # several blocks even here
+    rng = np.random.default_rng(8)
+    x = _layout((rng.standard_normal(shape) * 3 + 2).astype(np.float32), channels_last)
+    fast_bn, stock_bn = _bn_pair(shape[1], rng)
+    gy = rng.standard_normal(shape).astype(np.float32)
+    with chainer.using_config('train', train):
+        xf, xs = chainer.Variable(x.copy()), chainer.Variable(x.copy())
+        yf = fastconv.bn_relu(fast_bn, xf)
+        ys = F.relu(stock_bn(xs))
+    assert _creator(yf) == 'FastBatchNormalizationReLU'
+    assert yf.shape == ys.shape
+    yf.grad, ys.grad = gy, gy.copy()
+    yf.backward()
+    ys.backward()
+    tol = dict(rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(yf.array, ys.array, **tol)
+    np.testing.assert_allclose(xf.grad, xs.grad, **tol)
+    np.testing.assert_allclose(fast_bn.gamma.grad, stock_bn.gamma.grad, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fast_bn.beta.grad, stock_bn.beta.grad, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fast_bn.avg_mean, stock_bn.avg_mean, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(fast_bn.avg_var, stock_bn.avg_var, rtol=1e-5, atol=1e-6)
+    assert np.all(xf.grad[:, 0] == 0)  # gamma = 0: nothing flows back through channel 0
+
+
+def test_bn_relu_statistics_by_definition():
+    """Training mode: per channel, y = max(gamma (x - mean) / sqrt(var + eps) + beta, 0) with the
+    batch mean and biased variance over N, H, W; running averages 0.9 old + 0.1 new, the new
+    variance unbiased (m / (m - 1))."""
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((3, 2, 2, 5)) + np.array([5.0, -3.0])[None, :, None, None])
+    bn = L.BatchNormalization(2, dtype=np.float64)
+    bn.gamma.array[:] = [2.0, 0.5]
+    bn.beta.array[:] = [0.1, -0.2]
+    y = fastconv.bn_relu(bn, x).array
+    mean = x.mean(axis=(0, 2, 3))
+    var = x.var(axis=(0, 2, 3))
+    expect = (x - mean[None, :, None, None]) / np.sqrt(var + bn.eps)[None, :, None, None]
+    expect = np.maximum(expect * bn.gamma.array[None, :, None, None] +
+                        bn.beta.array[None, :, None, None], 0)
+    np.testing.assert_allclose(y, expect, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(bn.avg_mean, 0.1 * mean, rtol=1e-12)
+    np.testing.assert_allclose(bn.avg_var, 0.9 + 0.1 * var * 30 / 29, rtol=1e-12)
+
+
+@pytest.mark.parametrize('train', [True, False])
+def test_bn_relu_check_backward_float64(train):
+    rng = np.random.default_rng(10)
+    shape = (3, 4, 2, 6)
+    for channels_last in (False, True):
+        x = _layout(rng.standard_normal(shape), channels_last)
+        gamma = rng.uniform(0.5, 2.0, 4)
+        beta = rng.uniform(0.5, 1.5, 4)  # most outputs away from the ReLU kink
+        gy = rng.standard_normal(shape)
+        mean, var = rng.uniform(-0.2, 0.2, 4), rng.uniform(0.5, 2.0, 4)
+
+        def f(x, gamma, beta):
+            if train:
+                node = fastconv.FastBatchNormalizationReLU(2e-5)
+            else:
+                node = fastconv.FastBatchNormalizationReLU(2e-5, mean=mean, var=var)
+            return node.apply((x, gamma, beta))[0]
+        gradient_check.check_backward(f, (x, gamma, beta), gy, dtype=np.float64, eps=1e-6,
+                                      atol=1e-5, rtol=1e-4)
+
+
+def test_bn_relu_falls_back_to_the_link_where_the_fast_path_does_not_apply(monkeypatch):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 3, 4, 8)).astype(np.float32)
+    bn, _ = _bn_pair(3, rng)
+    assert _creator(fastconv.bn_relu(bn, x)) == 'FastBatchNormalizationReLU'
+    assert _creator(fastconv.bn_relu(bn, x[:, :, :, ::2])) == 'ReLU'  # neither layout
+
+    class OtherBN(L.BatchNormalization):  # e.g. ChainerMN's multi-node BN: its own statistics
+        pass
+    other = OtherBN(3)
+    assert _creator(fastconv.bn_relu(other, x)) == 'ReLU'
+    assert _creator(fastconv.bn_relu(bn, x.astype(np.float64))) == 'ReLU'  # dtype != link's
+    monkeypatch.setenv(fastconv.STOCK_CONV_ENV, '1')
+    assert _creator(fastconv.bn_relu(bn, x)) == 'ReLU'
+
+
+def test_bn_relu_refuses_double_backward_with_a_hint():
+    rng = np.random.default_rng(12)
+    bn, _ = _bn_pair(3, rng)
+    x = chainer.Variable(rng.standard_normal((2, 3, 1, 8)).astype(np.float32))
+    y = fastconv.bn_relu(bn, x)
+    gx, = chainer.grad([F.sum(y * y)], [x], enable_double_backprop=True)
+    with pytest.raises(NotImplementedError, match='--stockConv'):
+        F.sum(gx).backward()

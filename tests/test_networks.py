@@ -113,6 +113,12 @@ def test_samplecnn_se_is_samplecnn_with_the_flag():
 
 
 STEPS = {'samplecnn': 2, 'samplecnn_se': 2}  # the slowest networks on a CPU; 3 for the others
+# SampleCNN-SE at 1e-3: the exact (float64) losses are 1.784, 1.838, 1.375 -- step 2 overshoots --
+# and in float32 its last blocks (BN over m = 2 values per channel at batch 2) make the path
+# chaotic: the float32 stock and fast paths, equally close to float64 after step 1, part ways
+# after it (at 3e-4 the InterMix case still rose on both paths). At 1e-4 the standard losses fall
+# at step 2 in float64, stock and fast float32 alike (1.784 -> 1.662, 1.725, 1.697), InterMix too.
+LR = {'samplecnn_se': 1e-4}
 
 
 @pytest.mark.parametrize('method', ['standard', 'intermix'])
@@ -126,7 +132,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_tiny_batch(name, method):
     try:
         np.random.seed(0)
         net = cls(10)
-        optimizer = chainer.optimizers.NesterovAG(lr=1e-3, momentum=0.9)
+        optimizer = chainer.optimizers.NesterovAG(lr=LR.get(name, 1e-3), momentum=0.9)
         optimizer.setup(net)
         rng = np.random.default_rng(1)
         x = (0.1 * rng.standard_normal((2, cls.input_length))).astype(np.float32)
