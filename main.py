@@ -367,7 +367,8 @@ def _run(opt, comm):
 def _run_on(opt, comm, device, line):
     rank0 = comm is None or comm.rank == 0
     if device.xp is np:
-        conv = ('fast NumPy path (fastconv.py)' if fastconv.enabled() else
+        conv = ('fast NumPy path (fastconv.py: convolution, pooling, BN + ReLU)'
+                if fastconv.enabled() else
                 f'stock Chainer (--stockConv or ${fastconv.STOCK_CONV_ENV})')
         line += f'; convolution: {conv}'
     if comm is None:

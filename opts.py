@@ -79,11 +79,11 @@ def build_parser():
                    help='worker processes for preprocessing (Chainer MultiprocessIterator); '
                         'default: min(8, CPU cores) on a GPU, 0 (in-process) on the CPU')
     g.add_argument('--stockConv', action='store_true',
-                   help="CPU: Chainer's own convolution (im2col + GEMM) and max pooling instead "
-                        "of the fast NumPy paths of fastconv.py (same results within float "
-                        "rounding, 3-5x slower, several GB more memory); the same as "
-                        "INTERMIX_STOCK_CONV=1. No effect on a GPU, where Chainer's path (cuDNN "
-                        "when present) is always used")
+                   help="CPU: Chainer's own convolution (im2col + GEMM), max pooling and batch "
+                        "normalisation instead of the fast NumPy paths of fastconv.py (same "
+                        "results within float rounding, 3-5x slower, several GB more memory); "
+                        "the same as INTERMIX_STOCK_CONV=1. No effect on a GPU, where Chainer's "
+                        "path (cuDNN when present) is always used")
     g.add_argument('--allowPickle', action='store_true',
                    help='allow the legacy pickled npz of the reference generators (unpickling '
                         'an untrusted file runs code)')
