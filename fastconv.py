@@ -687,6 +687,21 @@ def _channels_last(x):
         not x.flags.c_contiguous
 
 
+def _resize_spatial(a, axes, size, fill):
+    """``a`` with its two spatial ``axes`` cut or extended (with ``fill``) to ``size``; ``a``
+    itself when it has that size already."""
+    if (a.shape[axes[0]], a.shape[axes[1]]) == tuple(size):
+        return a
+    shape = list(a.shape)
+    shape[axes[0]], shape[axes[1]] = size
+    out = np.full(shape, fill, dtype=a.dtype)
+    index = [slice(None)] * a.ndim
+    index[axes[0]] = slice(0, min(a.shape[axes[0]], size[0]))
+    index[axes[1]] = slice(0, min(a.shape[axes[1]], size[1]))
+    out[tuple(index)] = a[tuple(index)]
+    return out
+
+
 def _pool_windows(x, ksize, outsize, fill, last=None):
     """(windows, channels_last): x (N, C, H, W) cut into (N, C, Ho, Wo, kh*kw) windows, or
     (N, Ho, Wo, C, kh*kw) for a channels-last ``x`` (``last=None``; True/False force the layout);
@@ -697,16 +712,7 @@ def _pool_windows(x, ksize, outsize, fill, last=None):
         last = _channels_last(x)
     a = x.transpose(0, 2, 3, 1) if last else x          # (N, H, W, C) or (N, C, H, W)
     sp = (1, 2) if last else (2, 3)                     # spatial axes of a
-    need = (ho * kh, wo * kw)
-    if (h, w) != need:
-        shape = list(a.shape)
-        shape[sp[0]], shape[sp[1]] = need
-        padded = np.full(shape, fill, dtype=x.dtype)
-        hh, ww = min(h, need[0]), min(w, need[1])
-        index = [slice(None)] * 4
-        index[sp[0]], index[sp[1]] = slice(0, hh), slice(0, ww)
-        padded[tuple(index)] = a[tuple(index)]
-        a = padded
+    a = _resize_spatial(a, sp, (ho * kh, wo * kw), fill)
     if last:
         v = a.reshape(n, ho, kh, wo, kw, c).transpose(0, 1, 3, 5, 2, 4)
         return v.reshape(n, ho, wo, c, kh * kw), True
@@ -765,14 +771,7 @@ class MaxPooling2DGrad(function_node.FunctionNode):
             full = gwin.reshape(n, c, ho, wo, kh, kw).transpose(0, 1, 2, 4, 3, 5)
             full = full.reshape(n, c, ho * kh, wo * kw)
             sp = (2, 3)
-        if (h, w) != (ho * kh, wo * kw):
-            shape = list(full.shape)
-            shape[sp[0]], shape[sp[1]] = h, w
-            gx = np.zeros(shape, dtype=gy.dtype)
-            index = [slice(None)] * 4
-            index[sp[0]], index[sp[1]] = slice(0, min(h, ho * kh)), slice(0, min(w, wo * kw))
-            gx[tuple(index)] = full[tuple(index)]
-            full = gx
+        full = _resize_spatial(full, sp, (h, w), 0)
         return (full.transpose(0, 3, 1, 2) if f.last else full),
 
     def backward(self, indexes, grad_outputs):
