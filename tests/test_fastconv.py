@@ -19,6 +19,13 @@ import fastconv
 
 RTOL = 1e-4
 
+
+@pytest.fixture(autouse=True)
+def _fast_path_on(monkeypatch):
+    """These tests are about the fast path: on even where the suite runs under
+    INTERMIX_STOCK_CONV=1 (tests that need the variable set it themselves)."""
+    monkeypatch.delenv(fastconv.STOCK_CONV_ENV, raising=False)
+
 # name: (N, C, H, W, O, (kh, kw), stride, pad)
 SHAPES = {
     # EnvNet (models/envnet.py)
