@@ -4,7 +4,7 @@
 # with a short CPU schedule, then print the 10-crop test error. Extra arguments go to main.py.
 #   ESC50_DIR  ESC-50 layout to read (default ../shared/data/ESC-50-esc10, the 400 ESC-10 clips)
 #   DATA       where esc_gen.py writes the npz files (default data/)
-#   EPOCHS     epochs (default 2, 10 SGD steps: about 12 minutes on 2 CPU cores, a smoke test of
+#   EPOCHS     epochs (default 2, 10 SGD steps: about 3 minutes on 2 CPU cores, a smoke test of
 #              the whole pipeline; expect near-chance error. The paper trains 1200 epochs)
 #   SAVE       output folder (default results/demo-<date-time>)
 set -euo pipefail
