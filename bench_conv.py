@@ -1,8 +1,8 @@
-"""Micro-benchmark: stock ``F.convolution_2d`` vs ``fastconv`` on the conv layers of EnvNet and
-EnvNet-v2, plus an end-to-end training step of both networks (issue 5).
+"""Micro-benchmark: stock ``F.convolution_2d`` vs ``fastconv`` on each conv layer of EnvNet and
+EnvNet-v2 alone (issue 5). Whole training steps, stock against fast: ``bench.py --compare``.
 
     .venv/bin/python bench_conv.py [--batch 8] [--repeat 3] [--nets envnet,envnetv2]
-                                   [--no-layers] [--no-e2e] [--out FILE] [--fast-threads N]
+                                   [--out FILE] [--fast-threads N]
 
 Prints one JSON object:
 
@@ -12,11 +12,6 @@ Prints one JSON object:
   for process CPU time (``*_cpu_s``), and ``peak_rss_mb``: the peak rise of the resident set
   during one forward + backward (sampled every 2 ms by a thread: BLAS buffers included);
   ``speedup_fwd`` / ``speedup_fwdbwd`` are stock/fast wall-time ratios.
-* ``end_to_end``: per network, one training step (cleargrads, forward, softmax cross-entropy,
-  backward, NesterovAG update with weight decay, as ``training.py``) at ``--batch`` clips, with
-  every ``L.Convolution2D`` stock vs routed to ``fastconv.convolution_2d`` (monkeypatched here
-  only), plus clips/s, the ratio, the peak RSS rise, and the relative difference of the
-  test-mode logits.
 
 Timings on a shared machine are noisy: the minimum over repeats is reported, and the load average
 is included. Threads: OpenBLAS as configured (``OPENBLAS_NUM_THREADS``) for Chainer; fastconv uses
@@ -33,7 +28,6 @@ import numpy as np
 import compat  # noqa: F401
 import chainer
 import chainer.functions as F
-import chainer.links as L
 
 import fastconv
 from bench import PeakRSS
@@ -106,81 +100,11 @@ def bench_layer(spec, batch, repeat, rng):
     return out
 
 
-_STOCK_FORWARD = L.Convolution2D.forward
-
-
-def _fast_forward(self, x):
-    """``L.Convolution2D.forward`` routed through ``fastconv.convolution_2d`` (bench only)."""
-    x = chainer.as_variable(x)
-    if self.W.raw_array is None:
-        self._initialize_params(x.shape[1])
-    return fastconv.convolution_2d(x, self.W, self.b, self.stride, self.pad,
-                                   dilate=self.dilate, groups=self.groups)
-
-
-def _build(net):
-    from models.envnet import EnvNet
-    from models.envnetv2 import EnvNetV2
-    return {'envnet': EnvNet, 'envnetv2': EnvNetV2}[net](50)
-
-
-def bench_e2e(net, batch, repeat, rng):
-    np.random.seed(0)
-    model = _build(net)
-    opt = chainer.optimizers.NesterovAG(lr=0.01, momentum=0.9)
-    opt.setup(model)
-    opt.add_hook(chainer.optimizer_hooks.WeightDecay(5e-4))
-    x = (rng.uniform(-1, 1, (batch, 1, 1, model.input_length)) * 0.3).astype(np.float32)
-    t = rng.integers(0, 50, batch).astype(np.int32)
-
-    def step():
-        with chainer.using_config('train', True):
-            loss = F.softmax_cross_entropy(model(x), t)
-            model.cleargrads()
-            loss.backward()
-            opt.update()
-
-    def logits():
-        with chainer.using_config('train', False), chainer.no_backprop_mode():
-            return model(x).array
-
-    modes = {'stock': _STOCK_FORWARD, 'fast': _fast_forward}
-    res = {k: {'step_s': 1e9, 'step_cpu_s': 1e9} for k in modes}
-    try:
-        L.Convolution2D.forward = _STOCK_FORWARD
-        step()  # allocate optimizer state (not timed)
-        ref = logits()
-        L.Convolution2D.forward = _fast_forward
-        got = logits()
-        for _ in range(repeat):
-            for name, fwd in modes.items():
-                L.Convolution2D.forward = fwd
-                wall, cpu = _timed(step)
-                r = res[name]
-                r['step_s'], r['step_cpu_s'] = min(r['step_s'], wall), min(r['step_cpu_s'], cpu)
-        for name, fwd in modes.items():
-            L.Convolution2D.forward = fwd
-            with PeakRSS() as m:
-                step()
-            res[name]['peak_rss_mb'] = m.peak_mb
-    finally:
-        L.Convolution2D.forward = _STOCK_FORWARD
-    for name in modes:
-        r = res[name]
-        r['clips_per_s'] = round(batch / r['step_s'], 2)
-        r['step_s'], r['step_cpu_s'] = round(r['step_s'], 3), round(r['step_cpu_s'], 3)
-    return {'batch': batch, **res,
-            'speedup': round(res['stock']['step_s'] / res['fast']['step_s'], 2),
-            'logits_rel_diff': float(np.linalg.norm(got - ref) / np.linalg.norm(ref))}
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--batch', type=int, default=8)
     p.add_argument('--repeat', type=int, default=3)
     p.add_argument('--nets', default='envnet,envnetv2')
-    p.add_argument('--no-layers', action='store_true')
-    p.add_argument('--no-e2e', action='store_true')
     p.add_argument('--out', default=None, help='also write the JSON here')
     p.add_argument('--fast-threads', type=int, default=None,
                    help='fastconv.NUM_THREADS (default: automatic)')
@@ -195,12 +119,9 @@ def main(argv=None):
               'openblas_num_threads': os.environ.get('OPENBLAS_NUM_THREADS'),
               'fastconv_threads': fastconv._threads(),
               'loadavg_start': list(os.getloadavg())}
-    if not a.no_layers:
-        result['layers'] = {net: {name: bench_layer(spec, a.batch, a.repeat, rng)
-                                  for name, spec in LAYERS[net]}
-                            for net in nets}
-    if not a.no_e2e:
-        result['end_to_end'] = {net: bench_e2e(net, a.batch, a.repeat, rng) for net in nets}
+    result['layers'] = {net: {name: bench_layer(spec, a.batch, a.repeat, rng)
+                              for name, spec in LAYERS[net]}
+                        for net in nets}
     result['loadavg_end'] = list(os.getloadavg())
     text = json.dumps(result, indent=1)
     print(text)
