@@ -22,6 +22,7 @@ Exit status: 0 done; 2 a user error (bad flag, missing or bad data), one line on
 the same codes; a rank that fails after the collective set-up checks ends the whole job with
 ``MPI_Abort`` (status 1 for an unexpected exception, with its traceback).
 """
+import copy
 import json
 import os
 import sys
@@ -175,7 +176,16 @@ def run_test_only(opt, soundset, device):
         except Exception as e:  # wrong network or classes for this file
             raise UserError(f'--testOnly: {model_path} does not fit --netType {opt.netType} '
                             f'with {opt.nClasses} classes ({type(e).__name__}: {e})') from None
-        iterator = training.test_iterator(opt, test_sounds, test_labels)
+        result_path = os.path.join(split_dir, 'result.json')
+        trained = None
+        if os.path.isfile(result_path):
+            with open(result_path) as f:
+                trained = json.load(f)
+        split_opt = copy.copy(opt)
+        if not getattr(opt, 'nCropsGiven', True) and trained is not None:
+            # the crops the split was tested with, so that its error is reproduced
+            split_opt.nCrops = int(trained.get('settings', {}).get('nCrops') or opt.nCrops)
+        iterator = training.test_iterator(split_opt, test_sounds, test_labels)
         convert = chainer.dataset.concat_examples
         if opt.fgsm:
             fgsm = training.fgsm_errors(model, iterator, convert, device, opt.fgsm)
@@ -183,12 +193,8 @@ def run_test_only(opt, soundset, device):
         else:
             fgsm = None
             error = training.ten_crop_error(model, iterator, convert, device)
-        line = f'split {split}: test error {error:.2f}% ({opt.nCrops}-crop, {model_path})'
-        result_path = os.path.join(split_dir, 'result.json')
-        trained = None
-        if os.path.isfile(result_path):
-            with open(result_path) as f:
-                trained = json.load(f)
+        line = f'split {split}: test error {error:.2f}% ({split_opt.nCrops}-crop, {model_path})'
+        if trained is not None:
             line += f'; training reported {trained["final_error"]:.2f}%'
         print(line, flush=True)
         if fgsm:

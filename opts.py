@@ -134,7 +134,9 @@ def build_parser():
     g.add_argument('--momentum', type=float, default=0.9, help='Nesterov momentum')
 
     g = p.add_argument_group('testing')
-    g.add_argument('--nCrops', type=int, default=10, help='test crops per clip')
+    g.add_argument('--nCrops', type=int, default=None,
+                   help='test crops per clip (default 10; with --testOnly, the value each split '
+                        'was trained and tested with, from its result.json)')
     g.add_argument('--testEvery', type=int, default=1,
                    help='test every N epochs (the final epoch is always tested)')
     g.add_argument('--testBatchSize', type=int, default=8,
@@ -210,6 +212,9 @@ def resolve(opt):
 
     if opt.nWorkers is not None and opt.nWorkers < 0:
         raise ValueError(f'--nWorkers must be >= 0, got {opt.nWorkers}')
+    opt.nCropsGiven = opt.nCrops is not None
+    if opt.nCrops is None:
+        opt.nCrops = 10
     for key in ('nEpochs', 'batchSize', 'nCrops', 'testEvery', 'testBatchSize'):
         if getattr(opt, key) < 1:
             raise ValueError(f'--{key} must be at least 1, got {getattr(opt, key)}')

@@ -94,12 +94,20 @@ def test_test_only_reproduces_the_final_error_exactly(tiny_data, tmp_path, capsy
                            '--batchSize', '4', '--save', save], capsys)
     assert rc == 0, err
     final = json.load(open(os.path.join(save, 'split1', 'result.json')))['final_error']
-    rc, out, err = run_main(['--data', tiny_data, *FAST, '--learning', 'intermix', '--testOnly',
-                             '--save', save], capsys)
+    # without --nCrops: the 2 crops recorded in result.json, not the default 10
+    i = FAST.index('--nCrops')
+    no_crops = FAST[:i] + FAST[i + 2:]
+    rc, out, err = run_main(['--data', tiny_data, *no_crops, '--learning', 'intermix',
+                             '--testOnly', '--save', save], capsys)
     assert rc == 0, err
     summary = json.load(open(os.path.join(save, 'summary_testOnly.json')))
     assert summary['errors'] == [final]
-    assert f'test error {final:.2f}%' in out and f'training reported {final:.2f}%' in out
+    assert f'test error {final:.2f}% (2-crop' in out and f'training reported {final:.2f}%' in out
+    # an explicit --nCrops wins
+    rc, out, err = run_main(['--data', tiny_data, *no_crops, '--learning', 'intermix',
+                             '--testOnly', '--nCrops', '1', '--save', save], capsys)
+    assert rc == 0, err
+    assert '(1-crop' in out
     # FGSM through the CLI: epsilon 0 is the clean error, and result.json gains the rows.
     rc, out, err = run_main(['--data', tiny_data, *FAST, '--learning', 'intermix', '--testOnly',
                              '--fgsm', '0', '1e-2', '--save', save], capsys)
