@@ -292,12 +292,10 @@ def test_switch_env_and_set_enabled(monkeypatch):
 
 
 def test_envnet_with_fast_links_matches_stock(monkeypatch):
-    """The whole EnvNet (2 clips, train mode) with every L.Convolution2D routed to
-    fastconv.convolution_2d: logits and conv-weight gradients as with the stock convolution."""
+    """The whole EnvNet (2 clips, train mode) on the fast path (its ConvBNReLUs call fastconv's
+    convolution, pooling and BN + ReLU) and on the stock path (INTERMIX_STOCK_CONV=1): logits and
+    conv-weight gradients agree."""
     from models.envnet import EnvNet
-
-    def fast_forward(self, x):
-        return fastconv.convolution_2d(x, self.W, self.b, self.stride, self.pad)
 
     np.random.seed(0)
     model = EnvNet(10)
@@ -307,7 +305,9 @@ def test_envnet_with_fast_links_matches_stock(monkeypatch):
     results = []
     for fast in (False, True):
         if fast:
-            monkeypatch.setattr(L.Convolution2D, 'forward', fast_forward)
+            monkeypatch.delenv(fastconv.STOCK_CONV_ENV)
+        else:
+            monkeypatch.setenv(fastconv.STOCK_CONV_ENV, '1')
         model.cleargrads()
         with chainer.using_config('train', True):
             np.random.seed(2)  # same dropout masks
