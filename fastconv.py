@@ -56,8 +56,9 @@ from numpy.lib.stride_tricks import as_strided
 import compat  # noqa: F401  (numpy.sctypes for Chainer on NumPy 2)
 import chainer
 import chainer.functions as F
+import chainer.links as L
 from chainer import function_node
-from chainer.utils import type_check
+from chainer.utils import conv, type_check
 
 __all__ = ['COL_BUFFER_BYTES', 'NUM_THREADS', 'STOCK_CONV_ENV', 'FastConvolution2D',
            'FastDeconvolution2D', 'FastConvolution2DGradW', 'fast_convolution_2d',
@@ -263,9 +264,10 @@ def _blas_single_exit():
 # NumPy kernels
 # --------------------------------------------------------------------------------------------
 
-def _plan(n, ho, wo, pos_bytes, budget=None):
-    """Tiling: (batch chunk nb, [(h0, h1, w0, w1), ...] spatial tiles within one batch chunk)."""
-    budget = COL_BUFFER_BYTES if budget is None else budget
+def _plan(n, ho, wo, pos_bytes):
+    """Tiling: (batch chunk nb, [(h0, h1, w0, w1), ...] spatial tiles within one batch chunk),
+    each tile's column buffer within :data:`COL_BUFFER_BYTES`."""
+    budget = COL_BUFFER_BYTES
     clip = ho * wo * pos_bytes
     if clip <= budget:
         return max(1, min(n, budget // clip)), [(0, ho, 0, wo)]
@@ -639,15 +641,11 @@ def fast_convolution_2d(x, W, b=None, stride=1, pad=0):
     return y
 
 
-def _raw(a):
-    return a.array if isinstance(a, chainer.Variable) else a
-
-
 def use_fast(x, W, b=None, cover_all=False, dilate=1, groups=1):
     """True when :func:`convolution_2d` would take the fast path for these arguments."""
     if not enabled() or cover_all or _pair(dilate) != (1, 1) or groups != 1:
         return False
-    xa, wa, ba = _raw(x), _raw(W), _raw(b)
+    xa, wa, ba = chainer.as_array(x), chainer.as_array(W), chainer.as_array(b)
     for a in (xa, wa) + (() if b is None else (ba,)):
         if type(a) is not np.ndarray or a.dtype not in _FAST_DTYPES:
             return False
@@ -661,10 +659,8 @@ def convolution_2d(x, W, b=None, stride=1, pad=0, cover_all=False, dilate=1, gro
     cuDNN when present; ChainerX, float16, mixed dtypes, or the fast path switched off)."""
     if use_fast(x, W, b, cover_all, dilate, groups):
         return fast_convolution_2d(x, W, b, stride, pad)
-    if cover_all or _pair(dilate) != (1, 1) or groups != 1:
-        return F.convolution_2d(x, W, b, stride, pad, cover_all=cover_all, dilate=dilate,
-                                groups=groups)
-    return F.convolution_2d(x, W, b, stride, pad)
+    return F.convolution_2d(x, W, b, stride, pad, cover_all=cover_all, dilate=dilate,
+                            groups=groups)
 
 
 # --------------------------------------------------------------------------------------------
@@ -720,6 +716,13 @@ def _pool_windows(x, ksize, outsize, fill, last=None):
     return v.reshape(n, c, ho, wo, kh * kw), False
 
 
+def _pick(windows, indexes, last):
+    """The NCHW array (N, C, Ho, Wo) of each window's element at ``indexes`` (the windows of
+    :func:`_pool_windows`; ``last``: their channels-last layout)."""
+    y = np.take_along_axis(windows, indexes[..., None], axis=-1)[..., 0]
+    return y.transpose(0, 3, 1, 2) if last else y
+
+
 class FastMaxPooling2D(function_node.FunctionNode):
     """Max pooling with stride = kernel and no padding, NumPy CPU only (as
     ``F.max_pooling_2d(x, ksize, stride=ksize, pad=0, cover_all)``): (N, C, H, W) ->
@@ -733,7 +736,6 @@ class FastMaxPooling2D(function_node.FunctionNode):
     def forward(self, inputs):
         _check_numpy(inputs, 'FastMaxPooling2D')
         x, = inputs
-        from chainer.utils import conv
         kh, kw = self.ksize
         self.in_shape = x.shape
         self.outsize = (conv.get_conv_outsize(x.shape[2], kh, kh, 0, self.cover_all),
@@ -742,8 +744,7 @@ class FastMaxPooling2D(function_node.FunctionNode):
             raise ValueError(f'max pooling: input {x.shape[2:]} smaller than kernel {self.ksize}')
         windows, self.last = _pool_windows(x, self.ksize, self.outsize, -np.inf)
         self.indexes = windows.argmax(axis=-1)
-        y = np.take_along_axis(windows, self.indexes[..., None], axis=-1)[..., 0]
-        return (y.transpose(0, 3, 1, 2) if self.last else y),
+        return _pick(windows, self.indexes, self.last),
 
     def backward(self, indexes, grad_outputs):
         return MaxPooling2DGrad(self).apply(grad_outputs)
@@ -788,8 +789,7 @@ class MaxPooling2DGradGrad(function_node.FunctionNode):
         ggx, = inputs
         f = self.fwd
         windows, _ = _pool_windows(ggx, f.ksize, f.outsize, 0, last=f.last)
-        ggy = np.take_along_axis(windows, f.indexes[..., None], axis=-1)[..., 0]
-        return (ggy.transpose(0, 3, 1, 2) if f.last else ggy),
+        return _pick(windows, f.indexes, f.last),
 
     def backward(self, indexes, grad_outputs):
         return MaxPooling2DGrad(self.fwd).apply(grad_outputs)
@@ -801,7 +801,7 @@ def use_fast_pooling(x, ksize, stride=None, pad=0):
         return False
     ksize = _pair(ksize)
     stride = ksize if stride is None else _pair(stride)
-    xa = _raw(x)
+    xa = chainer.as_array(x)
     return (stride == ksize and _pair(pad) == (0, 0) and type(xa) is np.ndarray and
             xa.dtype in _FAST_DTYPES and xa.ndim == 4 and xa.shape[2] >= ksize[0] and
             xa.shape[3] >= ksize[1])
@@ -856,10 +856,8 @@ class _BNMatrix:
     def mat(self, a):
         """The matrix view of ``a`` (same layout as x; other layouts are copied into it)."""
         n, c, h, w = self.shape
-        if self.last:
-            if not a.transpose(0, 2, 3, 1).flags.c_contiguous:
-                a = np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-            return a.transpose(0, 2, 3, 1).reshape(n * h * w, c)
+        if self.last:  # no copy for a channels-last a
+            return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).reshape(n * h * w, c)
         return np.ascontiguousarray(a).reshape(n * c, h * w)
 
     def empty(self, dtype):
@@ -1011,8 +1009,7 @@ class _BatchNormalizationReLUGrad(function_node.FunctionNode):
 
 def use_fast_bn_relu(bn, x):
     """True when :func:`bn_relu` would take the fused fast path for link ``bn`` and input x."""
-    import chainer.links as L
-    xa = _raw(x)
+    xa = chainer.as_array(x)
     if not enabled() or type(bn) is not L.BatchNormalization or type(xa) is not np.ndarray:
         return False
     if xa.dtype not in _FAST_DTYPES or xa.ndim != 4 or bn.axis is not None:
