@@ -247,9 +247,8 @@ class Setup:
         with self.conv_path():
             training.ten_crop_counts(self.model, training.test_iterator(
                 opt, sounds[:warm], labels[:warm]), conv, self.device)
-            timed_sounds = sounds[warm:] or sounds[:warm]
-            timed_labels = labels[warm:] if len(sounds) > warm else labels[:warm]
-            it = training.test_iterator(opt, timed_sounds, timed_labels)
+            timed = slice(warm, None) if len(sounds) > warm else slice(0, warm)
+            it = training.test_iterator(opt, sounds[timed], labels[timed])
             sync = self.timer.sync
             if sync:
                 sync()
@@ -369,13 +368,12 @@ def run(opt):
         raise UserError(f'--compare: ${fastconv.STOCK_CONV_ENV} switches the fast path off; '
                         f'unset it')
     if opt.nWorkers is None:
-        opt.nWorkers = 0 if device.xp is np else min(8, os.cpu_count() or 1)
+        opt.nWorkers = main_module.default_workers(device)
     seed = 1 if opt.seed is None else opt.seed
     if opt.data == '(synthetic)':
         train_data, test_data = synthetic_data(opt.clips, opt.nClasses, opt.fs)
     else:
-        soundset = dataset.load_dataset(opt.data, opt.dataset, opt.fs,
-                                        allow_pickle=opt.allowPickle)
+        soundset = main_module.load_data(opt, None)
         train_data, test_data = dataset.split_folds(soundset, 1)
     result = _environment(opt, device)
     sync = None

@@ -358,11 +358,16 @@ def _fail(comm, message, code):
     return _mpi_abort(code)
 
 
+def default_workers(device, per_node=1):
+    """The default of --nWorkers: 0 on the CPU (workers would compete with the layers for the
+    cores), else min(8, CPU cores / processes on this node)."""
+    return 0 if device.xp is np else min(8, max(1, (os.cpu_count() or 1) // per_node))
+
+
 def _run(opt, comm):
     device, line = training.all_ranks_ok(comm, setup_device, opt, comm)
     if opt.nWorkers is None:
-        per_node = 1 if comm is None else comm.intra_size
-        opt.nWorkers = 0 if device.xp is np else min(8, max(1, (os.cpu_count() or 1) // per_node))
+        opt.nWorkers = default_workers(device, 1 if comm is None else comm.intra_size)
     previous = fastconv.set_enabled(fastconv.enabled() and not opt.stockConv)
     try:
         return _run_on(opt, comm, device, line)
