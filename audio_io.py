@@ -86,6 +86,17 @@ _ZIPS = {}  # (pid, zip path) -> zipfile.ZipFile; per process, as a forked child
             # the parent's file offset
 
 
+def parse_int_field(text, column, where):
+    """The integer in a CSV field (surrounding blanks allowed) of the generators' metadata.
+
+    Raises UserError '<where>: <column> must be an integer, got <text>' otherwise.
+    """
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise UserError('%s: %s must be an integer, got %r' % (where, column, text)) from None
+
+
 def _zip(path):
     key = (os.getpid(), path)
     if key not in _ZIPS:

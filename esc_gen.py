@@ -258,10 +258,10 @@ def parse_csv(data, csv_name):
         if filename in seen:
             raise UserError('%s: %s already listed on line %d' % (where, filename, seen[filename]))
         seen[filename] = line
-        fold = _parse_int(rec['fold'], 'fold', where)
+        fold = audio_io.parse_int_field(rec['fold'], 'fold', where)
         if fold < 1:
             raise UserError('%s: fold must be >= 1, got %d' % (where, fold))
-        target = _parse_int(rec['target'], 'target', where)
+        target = audio_io.parse_int_field(rec['target'], 'target', where)
         if not 0 <= target < len(ESC50_CLASSES):
             raise UserError('%s: target must be in 0..%d, got %d'
                             % (where, len(ESC50_CLASSES) - 1, target))
@@ -276,13 +276,6 @@ def parse_csv(data, csv_name):
     if not rows:
         raise UserError('%s: no rows' % csv_name)
     return rows
-
-
-def _parse_int(text, column, where):
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise UserError('%s: %s must be an integer, got %r' % (where, column, text)) from None
 
 
 def esc50_class_names(rows, csv_name):

@@ -119,11 +119,11 @@ def parse_csv(data, csv_name):
             raise UserError('%s: duplicate row: %s already listed on line %d'
                             % (where, filename, seen[filename]))
         seen[filename] = line
-        fold = _parse_int(rec['fold'], 'fold', where)
+        fold = audio_io.parse_int_field(rec['fold'], 'fold', where)
         if not 1 <= fold <= N_FOLDS:
             raise UserError('%s: unknown fold %d (UrbanSound8K has folds 1-%d)'
                             % (where, fold, N_FOLDS))
-        label = _parse_int(rec['classID'], 'classID', where)
+        label = audio_io.parse_int_field(rec['classID'], 'classID', where)
         if not 0 <= label < len(CLASSES):
             raise UserError('%s: classID must be in 0..%d, got %d'
                             % (where, len(CLASSES) - 1, label))
@@ -136,13 +136,6 @@ def parse_csv(data, csv_name):
     if not rows:
         raise UserError('%s: no rows' % csv_name)
     return rows
-
-
-def _parse_int(text, column, where):
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise UserError('%s: %s must be an integer, got %r' % (where, column, text)) from None
 
 
 def class_names(rows):
