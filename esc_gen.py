@@ -296,9 +296,6 @@ def esc50_class_names(rows, csv_name):
 # Audio: reading, conversion, the parallel cached run and --check live in audio_io (shared with
 # urbansound_gen.py).
 
-to_int16 = audio_io.to_int16
-trim_silence = audio_io.trim_silence
-
 
 # --------------------------------------------------------------------------------------------
 # Datasets
@@ -312,11 +309,6 @@ def build_folds(rows, clips, label_of):
         sounds.append(clip)
         labels.append(label_of(r))
     return {k: (s, np.asarray(lab, dtype=np.int32)) for k, (s, lab) in sorted(folds.items())}
-
-
-def describe(name, rows, label_of, class_names):
-    """Lines reporting the classes, folds and clip counts of one dataset."""
-    return audio_io.describe(name, rows, label_of, class_names, N_FOLDS)
 
 
 def main(argv=None):
@@ -394,7 +386,8 @@ def run(data_dir, source_path=None, workers=None, skip_bad=False):
         print('esc10: no rows with esc10=True; DATA/esc10 not written')
 
     for name, idx, label_of, class_names in datasets:
-        for line in describe(name, [rows[i] for i in idx], label_of, class_names):
+        for line in audio_io.describe(name, [rows[i] for i in idx], label_of, class_names,
+                                      N_FOLDS):
             print(line)
     for name, _, _, _ in datasets:
         audio_io.remove_stale_temps(os.path.join(data_dir, name))
