@@ -198,11 +198,9 @@ def _libsndfile_reason(e):
     return 'cannot read audio (libsndfile: %s)' % ' '.join(str(text).split())
 
 
-def probe(src):
-    """Check ``src`` without decoding it -> cache-key text; BadAudio when it is bad.
-
-    Catches missing, empty, truncated and undecodable files and files with 0 frames.
-    """
+def _decode_checked(src, decode):
+    """(identity text, ``decode(f)``) for ``src`` opened as the file object f, after the size and
+    RIFF checks; every read failure becomes BadAudio (module docstring)."""
     size, ident = src.identity()
     if size == 0:
         raise BadAudio('empty file (0 bytes)')
@@ -210,40 +208,37 @@ def probe(src):
         with src.open() as f:
             riff_check(f, size)
             f.seek(0)
-            info = sf.info(f)
+            return ident, decode(f)
     except BadAudio:
         raise
     except sf.LibsndfileError as e:
         raise BadAudio(_libsndfile_reason(e)) from None
     except (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError, EOFError) as e:
         raise BadAudio('cannot read audio (%s)' % npzio.one_line(e)) from None
-    if info.frames == 0:
+
+
+def _check_frames(frames, fs):
+    if frames == 0:
         raise BadAudio('empty audio (0 frames)')
-    if info.samplerate <= 0:
-        raise BadAudio('invalid sample rate %d' % info.samplerate)
+    if fs <= 0:
+        raise BadAudio('invalid sample rate %d' % fs)
+
+
+def probe(src):
+    """Check ``src`` without decoding it -> cache-key text; BadAudio when it is bad.
+
+    Catches missing, empty, truncated and undecodable files and files with 0 frames.
+    """
+    ident, info = _decode_checked(src, sf.info)
+    _check_frames(info.frames, info.samplerate)
     return ident
 
 
 def read_mono(src):
     """Decode ``src`` -> (mono float64 array, sample rate); BadAudio (module docstring) when bad."""
-    size, _ = src.identity()
-    if size == 0:
-        raise BadAudio('empty file (0 bytes)')
-    try:
-        with src.open() as f:
-            riff_check(f, size)
-            f.seek(0)
-            data, fs = sf.read(f, dtype='float64', always_2d=True)
-    except BadAudio:
-        raise
-    except sf.LibsndfileError as e:
-        raise BadAudio(_libsndfile_reason(e)) from None
-    except (sf.SoundFileError, RuntimeError, ValueError, TypeError, OSError, EOFError) as e:
-        raise BadAudio('cannot read audio (%s)' % npzio.one_line(e)) from None
-    if data.shape[0] == 0:
-        raise BadAudio('empty audio (0 frames)')
-    if fs <= 0:
-        raise BadAudio('invalid sample rate %d' % fs)
+    _, (data, fs) = _decode_checked(
+        src, lambda f: sf.read(f, dtype='float64', always_2d=True))
+    _check_frames(data.shape[0], fs)
     mono = data.mean(axis=1)
     if not np.all(np.isfinite(mono)):
         raise BadAudio('NaN or infinite samples')
