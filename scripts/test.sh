@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Set up the venv if needed, then run the CPU test suite. Extra arguments go to pytest.
+# VENV=... and PYTHON=... are passed to scripts/setup.sh (default .venv, the python3 on PATH), e.g.
+#   VENV=/tmp/venv312 PYTHON=python3.12 bash scripts/test.sh
 # The integration tests use the real ESC-10 clips from $ESC50_DIR (default ../shared/data/ESC-50-esc10)
 # and are skipped, with the reason, where that folder is missing.
 # The MPI tests (tests/test_mpi.py: mpiexec -n 2 on the CPU) need requirements-mpi.txt, which
@@ -14,4 +16,4 @@ if [ "${NO_MPI:-0}" != 1 ]; then
 else
   echo "test: NO_MPI=1: requirements-mpi.txt not installed by setup; the MPI tests (tests/test_mpi.py) are skipped where mpi4py/Open MPI are missing" >&2
 fi
-exec .venv/bin/python -m pytest -q "$@" tests
+exec "${VENV:-.venv}/bin/python" -m pytest -q "$@" tests
