@@ -1,6 +1,6 @@
-"""Datasets for training and testing (SPEC 2-4): fold splits, preprocessing, pairs for mixing.
+"""Datasets for training and testing (docs/method.md §2-4): fold splits, preprocessing, pairs for mixing.
 
-The generated files ``DATA/{dataset}/wav{fs//1000}.npz`` (see ``npzio``) hold int16 clips per
+The generated files ``DATA/{dataset}/wav{fs//1000}.npz`` (see ``datagen.npzio``) hold int16 clips per
 fold. For split k, fold k is the test set and the other folds the training set.
 
 Three ``chainer.dataset.DatasetMixin`` classes:
@@ -17,8 +17,8 @@ import numpy as np
 import compat  # noqa: F401
 import chainer
 
-import npzio
 import utils
+from datagen import npzio, registry
 from utils import UserError
 
 
@@ -30,7 +30,7 @@ def dataset_path(data_dir, dataset, fs):
 def load_dataset(data_dir, dataset, fs, allow_pickle=False):
     """Load the clips of ``dataset`` at ``fs`` Hz from ``data_dir`` (the ``--data`` folder).
 
-    Returns an ``npzio.SoundSet``. Raises UserError naming ``--data`` or the file when the folder
+    Returns a ``datagen.npzio.SoundSet``. Raises UserError naming ``--data`` or the file when the folder
     or file is missing, or the file's sample rate is not ``fs``.
     """
     if not os.path.isdir(data_dir):
@@ -38,7 +38,7 @@ def load_dataset(data_dir, dataset, fs, allow_pickle=False):
                         f'or urbansound_gen.py)')
     path = dataset_path(data_dir, dataset, fs)
     if not os.path.isfile(path):
-        gen = 'urbansound_gen.py' if dataset == 'urbansound8k' else 'esc_gen.py'
+        gen = registry.get(dataset).generator
         raise UserError(f'{path}: not found; the network needs {dataset} at {fs} Hz '
                         f'(run: python3 {gen} {data_dir} --source ...)')
     soundset = npzio.load_sound_npz(path, allow_pickle=allow_pickle)
@@ -74,7 +74,7 @@ def split_folds(soundset, split):
 
 
 class Preprocessor:
-    """The per-clip preprocessing of SPEC 3 (BC-learning reference) for crops of T samples.
+    """The per-clip preprocessing of docs/method.md §3 (BC-learning reference) for crops of T samples.
 
     Train: [scale x1.25^U(-1,1)] -> zero-pad T/2 each side -> random crop of T -> /32768 ->
     [gain +-6 dB]; the bracketed steps only with ``strong_augment``.
@@ -142,7 +142,7 @@ class TrainDataset(_RandomDataset):
 
 
 class PairDataset(_RandomDataset):
-    """Mixing methods: each example is a pair of clips of different classes (SPEC 4).
+    """Mixing methods: each example is a pair of clips of different classes (docs/method.md §4).
 
     Example i is ``(x_i, x_j, y_i, y_j)``: two preprocessed crops float32 (T,) and their int32
     labels, the clips drawn uniformly at random until their classes differ (as the BC-learning

@@ -1,4 +1,4 @@
-"""Build the ESC-50 and ESC-10 dataset files (SPEC 2) from the official ESC-50 release.
+"""Build the ESC-50 and ESC-10 dataset files (docs/method.md §2) from the official ESC-50 release.
 
 Usage::
 
@@ -12,7 +12,7 @@ from https://github.com/karoldvl/ESC-50/archive/master.zip into ``DATA/ESC-50-ma
 and reused by a later run).
 
 Writes, for every sample rate fs a registered network needs (``models.sample_rates()``), in the
-pickle-free format of :mod:`npzio`:
+pickle-free format of :mod:`datagen.npzio`:
 
 - ``DATA/esc50/wav{fs//1000}.npz``: all rows of ``meta/esc50.csv``; label = ``target`` (0-49),
   class names indexed by target from the ``category`` column;
@@ -23,7 +23,7 @@ pickle-free format of :mod:`npzio`:
 
 The CSV is authoritative for fold and label; within a fold, clips keep the CSV order.
 
-Per clip (:mod:`audio_io`, shared with ``urbansound_gen.py``): decode with libsndfile as float64,
+Per clip (:mod:`datagen.audio`, shared with ``urbansound_gen.py``): decode with libsndfile as float64,
 downmix to mono (mean over channels), resample with a polyphase filter
 (``scipy.signal.resample_poly``, up/down = target/source rate reduced by their gcd; skipped when
 equal), convert to int16 (``clip(round(x * 32768))``), then trim leading and trailing digital
@@ -55,23 +55,18 @@ silently.
 ``--check FILE`` prints the clip count per fold and class and duration statistics of a generated
 file and verifies that it loads without pickle.
 """
-import argparse
 import collections
-import csv
 import http.client
-import io
 import os
 import sys
-import time
 import urllib.error
 import urllib.request
 import zipfile
 
-import numpy as np
-from tqdm import tqdm
-
-import audio_io
-import npzio
+import utils
+from datagen import audio, pipeline
+from datagen.convert import Item
+from datagen.npzio import one_line
 from utils import UserError, atomic_write
 
 PROG = 'esc_gen.py'
@@ -79,11 +74,10 @@ ESC50_URL = 'https://github.com/karoldvl/ESC-50/archive/master.zip'
 ZIP_NAME = 'ESC-50-master.zip'
 DOWNLOAD_TIMEOUT_S = 30
 CSV_PATH = 'meta/esc50.csv'
-N_FOLDS = 5  # ESC-50's official folds (a CSV with fewer is reported as a subset)
 CACHE_NAME = 'esc50'  # DATA/.cache/esc50: converted clips, shared by esc50 and esc10
 REQUIRED_COLUMNS = ('filename', 'fold', 'target', 'category', 'esc10')
 
-# ESC-10 label -> ESC-50 target, and the ESC-10 class names in label order (SPEC 2).
+# ESC-10 label -> ESC-50 target, and the ESC-10 class names in label order (docs/method.md §2).
 ESC10_TARGETS = (0, 10, 11, 20, 38, 21, 40, 41, 1, 12)
 ESC10_CLASSES = ('dog', 'rain', 'sea_waves', 'crying_baby', 'clock_tick', 'sneezing',
                  'helicopter', 'chainsaw', 'rooster', 'crackling_fire')
@@ -128,7 +122,7 @@ class DirSource:
         return os.path.join(self.root, 'audio', filename)
 
     def clip_source(self, filename):
-        return audio_io.ClipSource(self.audio_name(filename))
+        return audio.ClipSource(self.audio_name(filename))
 
     def close(self):
         pass
@@ -167,7 +161,7 @@ class ZipSource:
         return '%s:%saudio/%s' % (self.zip_path, self.prefix, filename)
 
     def clip_source(self, filename):
-        return audio_io.ClipSource(self.zip_path, self.prefix + 'audio/' + filename)
+        return audio.ClipSource(self.zip_path, self.prefix + 'audio/' + filename)
 
     def close(self):
         self.zf.close()
@@ -199,8 +193,8 @@ def download(url, dest, timeout=DOWNLOAD_TIMEOUT_S):
     def write(tmp):
         with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, 'wb') as f:
             total = resp.headers.get('Content-Length')
-            with tqdm(total=int(total) if total else None, unit='B', unit_scale=True,
-                      desc='download', file=sys.stderr) as bar:
+            with utils.progress(total=int(total) if total else None, unit='B',
+                                unit_scale=True, desc='download') as bar:
                 while True:
                     chunk = resp.read(1 << 20)
                     if not chunk:
@@ -224,7 +218,7 @@ def fetch_default_source(data_dir):
         if created and os.path.isdir(data_dir) and not os.listdir(data_dir):
             os.rmdir(data_dir)  # leave no trace of a failed run
         raise UserError('could not download ESC-50 (%s); no network? pass --source PATH to a local '
-                        'ESC-50 checkout or ESC-50-master.zip' % npzio.one_line(e)) from None
+                        'ESC-50 checkout or ESC-50-master.zip' % one_line(e)) from None
     return dest
 
 
@@ -233,35 +227,16 @@ def fetch_default_source(data_dir):
 
 
 def parse_csv(data, csv_name):
-    """``meta/esc50.csv`` bytes -> list of Row; UserError (naming file and line) when malformed."""
-    try:
-        text = data.decode('utf-8-sig')
-    except UnicodeDecodeError as e:
-        raise UserError('%s: not UTF-8 text (%s)' % (csv_name, e)) from None
-    reader = csv.DictReader(io.StringIO(text, newline=''))
-    columns = reader.fieldnames or []
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    if missing:
-        raise UserError('%s: missing column%s %s (has: %s)'
-                        % (csv_name, 's' if len(missing) > 1 else '', ', '.join(missing),
-                           ', '.join(columns) or 'nothing'))
+    """``meta/esc50.csv`` bytes -> list of Row; UserError (naming file and line) when malformed.
+
+    Besides :func:`datagen.pipeline.read_csv`'s checks: fold in 1-5, target in 0-49, esc10 True
+    or False and True only for an ESC-10 class.
+    """
     rows = []
-    seen = {}
-    for rec in reader:
-        line = reader.line_num
-        where = '%s line %d' % (csv_name, line)
-        if any(rec.get(c) is None for c in REQUIRED_COLUMNS):
-            raise UserError('%s: too few fields' % where)
-        filename = rec['filename'].strip()
-        if not filename or '/' in filename or '\\' in filename or filename.startswith('.'):
-            raise UserError('%s: bad filename %r' % (where, filename))
-        if filename in seen:
-            raise UserError('%s: %s already listed on line %d' % (where, filename, seen[filename]))
-        seen[filename] = line
-        fold = audio_io.parse_int_field(rec['fold'], 'fold', where)
-        if fold < 1:
-            raise UserError('%s: fold must be >= 1, got %d' % (where, fold))
-        target = audio_io.parse_int_field(rec['target'], 'target', where)
+    for line, where, rec in pipeline.read_csv(data, csv_name, REQUIRED_COLUMNS, 'filename'):
+        fold = pipeline.check_fold(pipeline.parse_int_field(rec['fold'], 'fold', where),
+                                   'esc50', where)
+        target = pipeline.parse_int_field(rec['target'], 'target', where)
         if not 0 <= target < len(ESC50_CLASSES):
             raise UserError('%s: target must be in 0..%d, got %d'
                             % (where, len(ESC50_CLASSES) - 1, target))
@@ -272,78 +247,41 @@ def parse_csv(data, csv_name):
         if esc10 and target not in ESC10_TARGETS:
             raise UserError('%s: esc10 is True but target %d is not an ESC-10 class'
                             % (where, target))
-        rows.append(Row(line, filename, fold, target, rec['category'].strip(), esc10))
-    if not rows:
-        raise UserError('%s: no rows' % csv_name)
+        rows.append(Row(line, rec['filename'], fold, target, rec['category'].strip(), esc10))
     return rows
 
 
 def esc50_class_names(rows, csv_name):
     """Class names indexed by target: the CSV's category, the official name for absent targets."""
     names = list(ESC50_CLASSES)
-    from_csv = {}
+    seen = {}
     for r in rows:
-        prev = from_csv.setdefault(r.target, (r.category, r.line))
-        if prev[0] != r.category:
-            raise UserError('%s line %d: target %d is %r but %r on line %d'
-                            % (csv_name, r.line, r.target, r.category, prev[0], prev[1]))
-    for t, (category, _) in from_csv.items():
+        pipeline.check_class_name(seen, r.target, r.category, r.line,
+                                  '%s line %d' % (csv_name, r.line), 'target')
+    for t, (category, _) in seen.items():
         names[t] = category
     return names
 
 
-# --------------------------------------------------------------------------------------------
-# Audio: reading, conversion, the parallel cached run and --check live in audio_io (shared with
-# urbansound_gen.py).
-
-
-# --------------------------------------------------------------------------------------------
-# Datasets
-
-
-def build_folds(rows, clips, label_of):
-    """{fold: (clips, int32 labels)} for ``rows`` (CSV order kept within each fold)."""
-    folds = {}
-    for r, clip in zip(rows, clips):
-        sounds, labels = folds.setdefault(r.fold, ([], []))
-        sounds.append(clip)
-        labels.append(label_of(r))
-    return {k: (s, np.asarray(lab, dtype=np.int32)) for k, (s, lab) in sorted(folds.items())}
+SOURCE_HELP = ('ESC-50 checkout (meta/esc50.csv + audio/) or ESC-50-master.zip; default: '
+               'download the zip into DATA')
 
 
 def main(argv=None):
-    """Command-line entry point; returns the exit status (0 ok, 2 user error, 130 Ctrl-C)."""
-    parser = argparse.ArgumentParser(
-        prog=PROG, description='Build DATA/esc50/wav*.npz and DATA/esc10/wav*.npz from ESC-50, '
-                               'or check such a file (--check).')
-    parser.add_argument('data', metavar='DATA', nargs='?',
-                        help='output root (esc50/ and esc10/ go here)')
-    parser.add_argument('--source', metavar='DIR_OR_ZIP',
-                        help='ESC-50 checkout (meta/esc50.csv + audio/) or ESC-50-master.zip; '
-                             'default: download the zip into DATA')
-    parser.add_argument('--workers', type=int, default=audio_io.default_workers(), metavar='N',
-                        help='conversion processes (default: %(default)s, the CPUs available; '
-                             '1 converts in this process)')
-    parser.add_argument('--skipBad', action='store_true',
-                        help='skip missing, empty, truncated, unreadable or silent files, convert '
-                             'the rest and list the skipped ones in DATA/esc50/skipped.txt (and '
-                             'DATA/esc10/skipped.txt) (default: stop with exit status 2 and write '
-                             'nothing)')
-    parser.add_argument('--check', nargs='+', metavar='NPZ',
-                        help='print clip counts per fold and class and duration statistics of '
-                             'generated files, and verify they load without pickle; no DATA')
-    return audio_io.generator_main(
+    """Command-line entry point of ``esc_gen.py`` (module docstring).
+
+    Returns the exit status: 0 done, 2 a user error or bad input (one line per problem on
+    stderr), 130 Ctrl-C.
+    """
+    parser = pipeline.make_parser(PROG, ('esc50', 'esc10'), SOURCE_HELP)
+    return pipeline.generator_main(
         PROG, parser, argv, lambda args: run(args.data, args.source, workers=args.workers,
                                              skip_bad=args.skipBad))
 
 
-
 def run(data_dir, source_path=None, workers=None, skip_bad=False):
-    """Generate the files (see the module docstring); raises UserError / audio_io.BadFiles."""
-    import models  # the registry says which rates are needed
-    t0 = time.time()
-    workers = audio_io.resolve_workers(workers)
-    rates = [int(fs) for fs in models.sample_rates()]
+    """Generate the files (see the module docstring); raises UserError / BadFiles."""
+    workers = pipeline.resolve_workers(workers)
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise UserError('DATA %s: exists and is not a directory' % data_dir)
     if source_path is None:
@@ -352,82 +290,18 @@ def run(data_dir, source_path=None, workers=None, skip_bad=False):
     try:
         rows = parse_csv(source.read_csv_text(), source.csv_name)
         esc50_names = esc50_class_names(rows, source.csv_name)
-        items = [audio_io.Item(source.clip_source(r.filename),
-                               'listed on %s line %d' % (source.csv_name, r.line)) for r in rows]
+        items = [Item(source.clip_source(r.filename),
+                      'listed on %s line %d' % (source.csv_name, r.line)) for r in rows]
     finally:
         source.close()
-    print('source: %s (%d rows); rates: %s Hz'
-          % (source.csv_name, len(rows), ', '.join(str(fs) for fs in rates)))
-
-    cache = audio_io.cache_root(data_dir, CACHE_NAME)
-    t1 = time.time()
-    paths, bads, n_cached = audio_io.plan(items, rates, cache, trim=True, skip_bad=skip_bad)
-    for b in bads[:audio_io.MAX_LISTED]:
-        print('%s: skipped %s' % (PROG, audio_io.bad_line(b)), file=sys.stderr)
-    n_todo = sum(p is not None for p in paths) - n_cached
-    n_workers = min(workers, max(n_todo, 1))
-    print('%d clips: %d already converted (cache %s), %d to convert on %d worker%s'
-          % (len(rows), n_cached, cache, n_todo, n_workers, 's' if n_workers > 1 else ''))
-    t2 = time.time()
-    bads += audio_io.convert_all(items, paths, rates, True, workers, skip_bad, cache, PROG)
-    t3 = time.time()
-    bad_idx = {id(b.item) for b in bads}
-    good = [i for i, it in enumerate(items) if id(it) not in bad_idx]
-    if not good:
-        raise UserError('no clip could be converted (%d bad files)' % len(bads))
-
     esc10_label = {t: i for i, t in enumerate(ESC10_TARGETS)}
-    datasets = [('esc50', good, lambda r: r.target, esc50_names)]
-    esc10_idx = [i for i in good if rows[i].esc10]
-    if esc10_idx:
-        datasets.append(('esc10', esc10_idx, lambda r: esc10_label[r.target],
-                         list(ESC10_CLASSES)))
-    else:
-        print('esc10: no rows with esc10=True; DATA/esc10 not written')
-
-    for name, idx, label_of, class_names in datasets:
-        for line in audio_io.describe(name, [rows[i] for i in idx], label_of, class_names,
-                                      N_FOLDS):
-            print(line)
-    for name, _, _, _ in datasets:
-        audio_io.remove_stale_temps(os.path.join(data_dir, name))
-    written = []
-    for fs in rates:
-        clips = {i: audio_io.load_cached(paths[i], rates, fs)
-                 for i in tqdm(good, desc='read %d Hz' % fs, unit='clip', file=sys.stderr,
-                               leave=False, disable=len(good) < 200)}
-        for name, idx, label_of, class_names in datasets:
-            path = os.path.join(data_dir, name, 'wav%d.npz' % (fs // 1000))
-            sub_rows = [rows[i] for i in idx]
-            folds = build_folds(sub_rows, [clips[i] for i in idx], label_of)
-            try:
-                npzio.save_sound_npz(path, folds, fs, class_names)
-            except OSError as e:
-                raise UserError('%s: cannot write (%s)' % (path, e)) from None
-            n = sum(len(s) for s, _ in folds.values())
-            written.append('  %s  %d Hz, %d clips (%s), %.1f MB'
-                           % (path, fs, n, ' '.join('fold%d:%d' % (k, len(s))
-                                                   for k, (s, _) in folds.items()),
-                              os.path.getsize(path) / 1e6))
-        del clips
-    row_of = {id(it): r for it, r in zip(items, rows)}
-    reports = []
-    for name, _, _, _ in datasets:
-        report = os.path.join(data_dir, name, 'skipped.txt')
-        mine = [b for b in bads if name == 'esc50' or row_of[id(b.item)].esc10]
-        audio_io.write_report(report, PROG, mine, len(rows) if name == 'esc50'
-                              else sum(r.esc10 for r in rows))
-        if mine:
-            reports.append(report)
-    audio_io.remove_cache(data_dir, CACHE_NAME)
-    print('wrote:')
-    for line in sorted(written):
-        print(line)
-    audio_io.print_skipped(PROG, bads, reports)
-    t4 = time.time()
-    print('done in %.1f s (check %.1f s, convert %.1f s, write %.1f s)'
-          % (t4 - t0, t2 - t1, t3 - t2, t4 - t3))
-    return 0
+    outputs = [
+        pipeline.Output('esc50', lambda r: True, lambda r: r.target, esc50_names, 'rows'),
+        pipeline.Output('esc10', lambda r: r.esc10, lambda r: esc10_label[r.target],
+                        list(ESC10_CLASSES), 'rows with esc10=True'),
+    ]
+    return pipeline.generate(PROG, data_dir, source.csv_name, CACHE_NAME, rows, items, outputs,
+                             trim=True, workers=workers, skip_bad=skip_bad)
 
 
 if __name__ == '__main__':

@@ -1,11 +1,12 @@
 """Shared helpers: the user-error type, atomic file writes, and the per-clip preprocessing of
-SPEC 3 (Tokozume et al. 2018, section 4 / the BC-learning reference's ``utils.py``).
+docs/method.md §3 (Tokozume et al. 2018, section 4 / the BC-learning reference's ``utils.py``).
 
 Preprocessing functions take and return 1-D NumPy arrays of one clip (samples). Randomness comes
 from an explicit ``numpy.random.Generator`` so that runs are reproducible from ``--seed``.
 """
 import json
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -45,6 +46,21 @@ def atomic_write(path, write_fn, suffix=''):
         raise
 
 
+def progress(iterable=None, **kwargs):
+    """A ``tqdm`` progress bar on stderr (``file`` may name another stream).
+
+    Shown only when that stream is a terminal: redirected to a log file, a bar would fill it with
+    carriage-return lines, so it is disabled there (and wherever ``disable=True`` is passed).
+    Other keyword arguments go to ``tqdm`` (``total``, ``desc``, ``unit``, ``leave``...).
+    """
+    from tqdm import tqdm
+    stream = kwargs.setdefault('file', sys.stderr)
+    isatty = getattr(stream, 'isatty', None)
+    if not (isatty and isatty()):
+        kwargs['disable'] = True
+    return tqdm(iterable, **kwargs)
+
+
 def write_json(path, obj):
     """Write ``obj`` as indented JSON to ``path`` atomically (see :func:`atomic_write`)."""
     def write(tmp):
@@ -55,7 +71,7 @@ def write_json(path, obj):
 
 
 # ---------------------------------------------------------------------------------------------
-# Per-clip preprocessing (SPEC 3). Each takes a 1-D float array (samples) and returns a new one.
+# Per-clip preprocessing (docs/method.md §3). Each takes a 1-D float array (samples) and returns a new one.
 
 def random_scale(sound, max_scale, rng):
     """Time-scale augmentation: stretch by ``max_scale ** U(-1, 1)`` with linear interpolation.

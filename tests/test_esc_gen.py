@@ -1,4 +1,4 @@
-"""esc_gen.py (SPEC 2) on a synthetic mini ESC-50 tree, plus one integration test on the real
+"""esc_gen.py (docs/method.md §2) on a synthetic mini ESC-50 tree, plus one integration test on the real
 ESC-10 clips (``esc10_npz_dir`` fixture, about 6 s once per session)."""
 import csv
 import os
@@ -12,7 +12,7 @@ import soundfile as sf
 
 import esc_gen
 import models
-import npzio
+from datagen import npzio
 from conftest import ESC50_DIR, write_wav
 
 HEADER = 'filename,fold,target,category,esc10,src_file,take\n'

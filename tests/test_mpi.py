@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pytest
 
-import npzio
+from datagen import npzio
 import opts
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

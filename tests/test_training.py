@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import main
-import npzio
+from datagen import npzio
 import training
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,5 +1,5 @@
 """urbansound_gen.py on miniature UrbanSound8K trees made here (the real CSV schema, one file per
-WAV encoding of issue 4), and its fault suite: bad files, bad CSVs, kill -9 and Ctrl-C."""
+WAV encoding UrbanSound8K holds, docs/method.md §2), and its fault suite: bad files, bad CSVs, kill -9 and Ctrl-C."""
 import os
 import signal
 import subprocess
@@ -11,9 +11,9 @@ import pytest
 import scipy.signal
 import soundfile as sf
 
-import audio_io
+from datagen import audio
 import models
-import npzio
+from datagen import npzio
 import urbansound_gen
 from conftest import REPO_ROOT, reference_decode, write_wav
 
@@ -331,13 +331,13 @@ def test_rerun_after_bad_file_reuses_cache_and_drops_report(tmp_path, capsys):
 def test_worker_exception_names_the_file(tmp_path, capsys, monkeypatch):
     src = str(tmp_path / 'src')
     paths = make_tree(src)
-    orig = audio_io.convert_clip
+    orig = audio.convert_clip
 
     def convert(mono, src_fs, fs, trim):
         if src_fs == 96000:
             raise RuntimeError('decoder exploded')
         return orig(mono, src_fs, fs, trim)
-    monkeypatch.setattr(audio_io, 'convert_clip', convert)  # the forked workers inherit it
+    monkeypatch.setattr(audio, 'convert_clip', convert)  # the forked workers inherit it
     rc, _, err = run_gen(capsys, tmp_path / 'data', '--source', src, '--workers', '2')
     assert rc == 2
     line = error_line(err)
@@ -348,13 +348,13 @@ def test_worker_exception_names_the_file(tmp_path, capsys, monkeypatch):
 def test_worker_death_is_one_line(tmp_path, capsys, monkeypatch):
     src = str(tmp_path / 'src')
     make_tree(src)
-    orig = audio_io.convert_clip
+    orig = audio.convert_clip
 
     def convert(mono, src_fs, fs, trim):
         if src_fs == 96000:
             os._exit(9)
         return orig(mono, src_fs, fs, trim)
-    monkeypatch.setattr(audio_io, 'convert_clip', convert)
+    monkeypatch.setattr(audio, 'convert_clip', convert)
     rc, _, err = run_gen(capsys, tmp_path / 'data', '--source', src, '--workers', '2')
     assert rc == 2
     assert 'a worker process died while converting' in error_line(err)
@@ -453,7 +453,7 @@ def test_stale_temporary_files_are_removed(generated, tmp_path, capsys):
 
 # --------------------------------------------------------------------------------------------
 # kill -9 and Ctrl-C in the middle of conversion (a real subprocess; each clip made slow by a
-# wrapper that patches audio_io.convert_clip before the pool forks)
+# wrapper that patches audio.convert_clip before the pool forks)
 
 SLOW_RUN = '''
 import signal, sys, time
@@ -461,12 +461,12 @@ import signal, sys, time
 # Python then installs no KeyboardInterrupt handler); restore what a terminal's process has.
 signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, %r)
-import audio_io
-_orig = audio_io.convert_clip
+from datagen import audio
+_orig = audio.convert_clip
 def slow(*a, **k):
     time.sleep(0.1)
     return _orig(*a, **k)
-audio_io.convert_clip = slow
+audio.convert_clip = slow
 import urbansound_gen
 sys.exit(urbansound_gen.main(sys.argv[1:]))
 ''' % REPO_ROOT

@@ -1,11 +1,11 @@
-"""npzio: the pickle-free dataset format of SPEC 2 (round trip, legacy files, corrupt files)."""
+"""npzio: the pickle-free dataset format of docs/method.md §2 (round trip, legacy files, corrupt files)."""
 import os
 import zipfile
 
 import numpy as np
 import pytest
 
-import npzio
+from datagen import npzio
 from utils import UserError
 
 

@@ -1,4 +1,4 @@
-"""Pickle-free dataset files (SPEC 2): save and load the per-fold clips of one dataset at one rate.
+"""Pickle-free dataset files (docs/method.md §2): save and load the per-fold clips of one dataset at one rate.
 
 File layout (an uncompressed ``.npz`` written by ``np.savez``; clips are int16 audio that barely
 compresses, so compression would cost time for little space), for each fold ``k`` (1-based):

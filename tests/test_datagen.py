@@ -1,5 +1,6 @@
-"""audio_io: the shared WAV reader (every encoding of UrbanSound8K and ESC-50, checked against an
-independent decoder), the bad-input reasons, per-clip conversion and ``--check``."""
+"""datagen.audio, datagen.convert and datagen.pipeline: the shared WAV reader (every encoding of
+UrbanSound8K and ESC-50, checked against an independent decoder), the bad-input reasons, per-clip
+conversion and ``--check``."""
 import os
 import struct
 import zipfile
@@ -9,12 +10,12 @@ import pytest
 import scipy.signal
 import soundfile as sf
 
-import audio_io
-import npzio
-from audio_io import BadAudio, ClipSource
+from datagen import audio, convert, pipeline
+from datagen import npzio
+from datagen.audio import BadAudio, ClipSource
 from conftest import reference_decode, write_wav
 
-# (subtype, container, channels, rate): every encoding of SPEC 2 / issue 4, mono and stereo,
+# (subtype, container, channels, rate): every encoding of docs/method.md §2, mono and stereo,
 # plain and WAVE_FORMAT_EXTENSIBLE headers, 8 to 96 kHz.
 ENCODINGS = [
     ('PCM_U8', 'WAV', 1, 8000),
@@ -62,7 +63,7 @@ def test_reader_matches_independent_decoder(tmp_path, subtype, container, ch, fs
     path = write_encoded(str(tmp_path / 'a.wav'), subtype, container, ch, fs)
     if container == 'WAVEX':
         assert wav_format_tag(path) == 0xFFFE  # really WAVE_FORMAT_EXTENSIBLE
-    mono, got_fs = audio_io.read_mono(ClipSource(path))
+    mono, got_fs = audio.read_mono(ClipSource(path))
     ref, ref_fs = reference_decode(path)
     assert got_fs == ref_fs == fs
     assert mono.dtype == np.float64 and mono.ndim == 1
@@ -77,7 +78,7 @@ def test_truncated_data_chunk(tmp_path):
     with open(path, 'wb') as f:
         f.write(data[:len(data) // 2])
     assert sf.info(path).frames > 0  # libsndfile alone would read the shorter audio silently
-    for fn in (audio_io.probe, audio_io.read_mono):
+    for fn in (audio.probe, audio.read_mono):
         with pytest.raises(BadAudio, match=r'truncated: the data chunk declares 16000 bytes '
                                            r'but the file holds'):
             fn(ClipSource(path))
@@ -91,7 +92,7 @@ def test_truncated_in_header(tmp_path, cut):
     with open(path, 'wb') as f:
         f.write(data[:cut])
     with pytest.raises(BadAudio, match='truncated'):
-        audio_io.probe(ClipSource(path))
+        audio.probe(ClipSource(path))
 
 
 @pytest.mark.parametrize('placeholder', [0xFFFFFFFF, 0x7FFFF000])
@@ -106,17 +107,17 @@ def test_streaming_data_size_is_not_truncation(tmp_path, placeholder):
     data[4:8] = struct.pack('<I', min(placeholder + 36, 0xFFFFFFFF))
     with open(path, 'wb') as f:
         f.write(data)
-    audio_io.probe(ClipSource(path))
-    mono, _ = audio_io.read_mono(ClipSource(path))
+    audio.probe(ClipSource(path))
+    mono, _ = audio.read_mono(ClipSource(path))
     assert len(mono) == int(0.15 * 16000)
 
 
 def test_bad_input_reasons(tmp_path):
     def reason(path):
         with pytest.raises(BadAudio) as e:
-            audio_io.probe(ClipSource(path))
+            audio.probe(ClipSource(path))
         with pytest.raises(BadAudio) as e2:
-            audio_io.read_mono(ClipSource(path))
+            audio.read_mono(ClipSource(path))
         assert str(e.value) == str(e2.value)
         return str(e.value)
 
@@ -133,21 +134,21 @@ def test_bad_input_reasons(tmp_path):
 
 def test_silent_and_nonfinite(tmp_path):
     write_wav(tmp_path / 'zero.wav', np.zeros((300, 2), np.int16))
-    audio_io.probe(ClipSource(str(tmp_path / 'zero.wav')))  # found only by decoding
+    audio.probe(ClipSource(str(tmp_path / 'zero.wav')))  # found only by decoding
     with pytest.raises(BadAudio, match=r'entirely digital silence \(every sample is 0\)'):
-        audio_io.read_mono(ClipSource(str(tmp_path / 'zero.wav')))
+        audio.read_mono(ClipSource(str(tmp_path / 'zero.wav')))
     x = np.full(300, 0.1, np.float32)
     x[17] = np.nan
     sf.write(str(tmp_path / 'nan.wav'), x, 8000, subtype='FLOAT')
     with pytest.raises(BadAudio, match='NaN or infinite'):
-        audio_io.read_mono(ClipSource(str(tmp_path / 'nan.wav')))
+        audio.read_mono(ClipSource(str(tmp_path / 'nan.wav')))
 
 
 def test_stereo_cancelling_to_zero_is_silent(tmp_path):
     s = (np.arange(1, 301) % 200 + 1).astype(np.int16)
     write_wav(tmp_path / 'c.wav', np.stack([s, -s], axis=1))
     with pytest.raises(BadAudio, match='silence'):
-        audio_io.read_mono(ClipSource(str(tmp_path / 'c.wav')))
+        audio.read_mono(ClipSource(str(tmp_path / 'c.wav')))
 
 
 def test_zip_member_source(tmp_path):
@@ -159,12 +160,12 @@ def test_zip_member_source(tmp_path):
     assert src.display == zpath + ':top/audio/a.wav'
     size, ident = src.identity()
     assert size == os.path.getsize(path) and 'top/audio/a.wav' in ident
-    audio_io.probe(src)
-    a, fs = audio_io.read_mono(src)
-    b, _ = audio_io.read_mono(ClipSource(path))
+    audio.probe(src)
+    a, fs = audio.read_mono(src)
+    b, _ = audio.read_mono(ClipSource(path))
     np.testing.assert_array_equal(a, b)
     with pytest.raises(BadAudio, match='^missing$'):
-        audio_io.probe(ClipSource(zpath, 'top/audio/b.wav'))
+        audio.probe(ClipSource(zpath, 'top/audio/b.wav'))
 
 
 def test_identity_changes_with_content(tmp_path):
@@ -174,35 +175,35 @@ def test_identity_changes_with_content(tmp_path):
     _, k2 = ClipSource(path).identity()
     assert k1 != k2
     rates = [16000, 44100]
-    p1 = audio_io.cache_path('/c', ClipSource(path), k1, rates, trim=False)
-    assert p1 != audio_io.cache_path('/c', ClipSource(path), k2, rates, trim=False)
-    assert p1 != audio_io.cache_path('/c', ClipSource(path), k1, rates, trim=True)
-    assert p1 != audio_io.cache_path('/c', ClipSource(path), k1, [16000], trim=False)
+    p1 = convert.cache_path('/c', ClipSource(path), k1, rates, trim=False)
+    assert p1 != convert.cache_path('/c', ClipSource(path), k2, rates, trim=False)
+    assert p1 != convert.cache_path('/c', ClipSource(path), k1, rates, trim=True)
+    assert p1 != convert.cache_path('/c', ClipSource(path), k1, [16000], trim=False)
     assert os.path.basename(p1).startswith('a-') and p1.endswith('.npy')
 
 
 def test_pack_unpack_clips(tmp_path):
     clips = [np.arange(5, dtype=np.int16), np.zeros(0, np.int16), np.array([-32768, 32767],
                                                                           dtype=np.int16)]
-    packed = audio_io.pack_clips(clips)
+    packed = convert.pack_clips(clips)
     path = str(tmp_path / 'c.npy')
     np.save(path, packed)
     for j, c in enumerate(clips):
-        got = audio_io.unpack_clip(np.load(path, mmap_mode='r'), 3, j)
+        got = convert.unpack_clip(np.load(path, mmap_mode='r'), 3, j)
         assert got.dtype == np.int16 and isinstance(got, np.ndarray)
         np.testing.assert_array_equal(got, c)
     with pytest.raises(ValueError):
-        audio_io.unpack_clip(packed[:-1], 3, 0)
+        convert.unpack_clip(packed[:-1], 3, 0)
     np.save(path, packed[:-1])
     with pytest.raises(npzio.UserError, match='cannot read cached clip'):
-        audio_io.load_cached(path, [8000, 16000, 44100], 16000)
+        convert.load_cached(path, [8000, 16000, 44100], 16000)
 
 
 @pytest.mark.parametrize('src_fs,fs', [(44100, 16000), (8000, 44100), (96000, 22050),
                                        (11025, 8000), (16000, 16000)])
 def test_convert_clip_length_and_values(src_fs, fs):
     x = signal(int(0.2 * src_fs), src_fs, 1)[:, 0]
-    y = audio_io.convert_clip(x, src_fs, fs, trim=False)
+    y = audio.convert_clip(x, src_fs, fs, trim=False)
     assert y.dtype == np.int16
     assert abs(len(y) - len(x) * fs / src_fs) <= 1
     g = np.gcd(src_fs, fs)
@@ -213,9 +214,9 @@ def test_convert_clip_length_and_values(src_fs, fs):
 
 def test_convert_clip_trim_and_clipping():
     x = np.array([0.0, 0.0, 0.5, -1.5, 2.0, 1e-9, 0.0])
-    np.testing.assert_array_equal(audio_io.convert_clip(x, 8000, 8000, trim=True),
+    np.testing.assert_array_equal(audio.convert_clip(x, 8000, 8000, trim=True),
                                   [16384, -32768, 32767])
-    assert len(audio_io.convert_clip(x, 8000, 8000, trim=False)) == 7
+    assert len(audio.convert_clip(x, 8000, 8000, trim=False)) == 7
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,7 +232,7 @@ def _dataset(path):
 
 def test_check_file(tmp_path):
     path = _dataset(str(tmp_path / 'wav16.npz'))
-    lines = audio_io.check_file(path)
+    lines = pipeline.check_file(path)
     text = '\n'.join(lines)
     assert '16000 Hz' in lines[0] and '3 classes' in lines[0] and '2 folds (1 3)' in lines[0]
     assert '3 clips' in lines[0] and 'load without pickle' in lines[0]
@@ -248,21 +249,21 @@ def test_check_refuses_pickle(tmp_path):
     legacy = str(tmp_path / 'wav16.npz')
     np.savez(legacy, fold1={'sounds': [np.ones(3, np.int16)], 'labels': [0]})
     with pytest.raises(npzio.UserError, match='legacy pickled'):
-        audio_io.check_file(legacy)
+        pipeline.check_file(legacy)
     extra = _dataset(str(tmp_path / 'x.npz'))
     with np.load(extra) as z:
         arrays = {k: z[k] for k in z.files}
     arrays['notes'] = np.array([{'a': 1}], dtype=object)
     np.savez(extra, **arrays)
     with pytest.raises(npzio.UserError, match='needs pickle'):
-        audio_io.check_file(extra)
+        pipeline.check_file(extra)
     with pytest.raises(npzio.UserError, match='no such file'):
-        audio_io.check_file(str(tmp_path / 'none.npz'))
+        pipeline.check_file(str(tmp_path / 'none.npz'))
 
 
 def test_remove_stale_temps(tmp_path):
     for name in ('.wav16.npz.abc123.tmp.npz', '.skipped.txt.x1.tmp', 'wav16.npz', 'keep.tmp',
                  '.other.npz.abc.tmp.npz'):
         (tmp_path / name).write_bytes(b'x')
-    audio_io.remove_stale_temps(str(tmp_path))
+    pipeline.remove_stale_temps(str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == ['.other.npz.abc.tmp.npz', 'keep.tmp', 'wav16.npz']
