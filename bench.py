@@ -1,4 +1,4 @@
-"""Throughput and memory of one training configuration, whole and by part (issue 5).
+"""Throughput and memory of one training configuration, whole and by part (README, "Speed").
 
     python3 bench.py --netType envnetv2 --learning intermix [--gpu -1] [--steps 5] [--warmupSteps 1]
                      [--compare] [--data DIR --dataset esc10] [--out FILE] [main.py options ...]
@@ -7,7 +7,7 @@ Every option of ``main.py`` that shapes a training step has its meaning here (``
 ``--eligible``, ``--combination``, ``--mixup_type``, ``--gainSource``, ``--batchSize``,
 ``--strongAugment``, ``--nWorkers``, ``--nCrops``, ``--testBatchSize``, ``--stockConv``, ``--gpu``,
 ``--seed``). The training step is ``training.MixingUpdater``'s, on the model, optimizer and
-iterators that ``main.py`` builds (``training._setup_split``). Data: the training folds of split 1
+iterators that ``main.py`` builds (``training.setup_split``). Data: the training folds of split 1
 of ``--data`` (a folder made by ``esc_gen.py``), or without ``--data`` ``--clips`` synthetic 5 s
 clips (noise bursts; throughput does not depend on the content).
 
@@ -194,8 +194,8 @@ class Setup:
 
     def __init__(self, name, opt, train_data, test_data, device, seed, timer, stock):
         self.name, self.opt, self.device, self.stock = name, opt, device, stock
-        model, optimizer, train_iter, _, rseed = training._setup_split(
-            opt, train_data, test_data, device, seed, None)
+        model, optimizer, train_iter, _, rseed = training.setup_split(
+            opt, train_data, test_data, device, seed)
         self.model, self.optimizer, self.train_iter = model, optimizer, train_iter
         self.updater = training.MixingUpdater(train_iter, optimizer, opt, device, seed=rseed + 2)
         self.timer = timer

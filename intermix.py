@@ -1,6 +1,6 @@
 """InterMix: interference-based mixing of sound representations (Sawhney & Neerkaje, ICASSP 2022).
 
-The equations of the four learning methods live here and nowhere else (SPEC 4-5):
+The equations of the four learning methods live here and nowhere else (docs/method.md §4-5):
 
 - A-weighted sound gain and the sound mixing ratio p of BC learning (Tokozume et al. 2018, eq. 3
   of the InterMix paper): :func:`a_weight`, :func:`compute_gain`, :func:`mix_ratio`.
@@ -14,6 +14,7 @@ The equations of the four learning methods live here and nowhere else (SPEC 4-5)
 Every function takes NumPy or CuPy arrays (and Chainer Variables where a gradient flows) and
 computes on the array's own device.
 """
+import collections
 import functools
 import math
 
@@ -24,7 +25,8 @@ import chainer
 import chainer.functions as F
 
 __all__ = ['a_weight', 'n_fft_for', 'compute_gain', 'mix_ratio', 'phase_shift', 'linear_mix',
-           'interference_mix', 'mix_targets', 'kl_divergence', 'normalised_weights', 'Mixer']
+           'interference_mix', 'mix_targets', 'kl_divergence', 'normalised_weights', 'Mixer',
+           'COMBINATIONS']
 
 
 def _xp(*arrays):
@@ -141,7 +143,7 @@ def mix_ratio(gain_i, gain_j, r):
 
 
 def normalised_weights(p):
-    """Weights ``w_i = p/N, w_j = (1-p)/N`` with ``N = sqrt(p**2 + (1-p)**2)`` (SPEC 4).
+    """Weights ``w_i = p/N, w_j = (1-p)/N`` with ``N = sqrt(p**2 + (1-p)**2)`` (docs/method.md §4).
 
     The normalisation keeps the mix's power near that of the inputs (Tokozume et al. 2018).
     Returns a pair of arrays shaped like ``p``.
@@ -269,8 +271,29 @@ def kl_divergence(logits, soft_target):
     return (cross_entropy + entropy_term) / logits.shape[0]
 
 
+Combination = collections.namedtuple('Combination', 'mix phase_shift description')
+Combination.__doc__ = """One way of combining the weighted features of a pair (``--combination``).
+
+mix(h_i, h_j, w_i, w_j, phase_diff) -> Variable: the mixed tensor (phase_diff: array (N,) of
+phi_i - phi_j in radians, unused by combinations without a phase); phase_shift: whether the clips
+get random phase shifts before the network (:func:`phase_shift`); description: one line for
+``--help``.
+"""
+
+# The combination registry, read by :class:`Mixer`, ``opts`` (``--combination``) and the updater.
+COMBINATIONS = {
+    'linear': Combination(
+        lambda h_i, h_j, w_i, w_j, phase_diff: linear_mix(h_i, h_j, w_i, w_j), False,
+        'w_i h_i + w_j h_j (BC learning, SpeechMix)'),
+    'interference': Combination(
+        interference_mix, True,
+        'a + b + 2 sign(ab) sqrt|ab| cos(phi_i - phi_j), a = w_i h_i, b = w_j h_j, after random '
+        'phase shifts of the clips (InterMix)'),
+}
+
+
 class Mixer:
-    """Mixes a batch at one mixing point: the hook a network calls (STYLE.md, ``forward``).
+    """Mixes a batch at one mixing point: the hook a network calls (``models.common.StagedNet.forward``).
 
     The batch holds N clips; row k is mixed with row ``partner[k]``: ``h_i = h[k]``,
     ``h_j = h[partner[k]]``, with its own target ratio ``r[k]``. The weights are
@@ -286,7 +309,7 @@ class Mixer:
         point (int): mixing point of the network (0 = the input waveform).
         partner: int array (N,), a permutation of ``range(N)``.
         r: array (N,), target ratios in [0, 1].
-        combination (str): 'linear' or 'interference'.
+        combination (str): a key of :data:`COMBINATIONS` ('linear' or 'interference').
         ratio (str): 'sound' or 'mixup'.
         gains: array (N,) of the input clips' maximum A-weighted gains (dB) — the paper's G.
             If None with ``ratio='sound'``, the gains are computed from the tensor at the mixing
@@ -301,8 +324,9 @@ class Mixer:
 
     def __init__(self, point, partner, r, combination='interference', ratio='sound', gains=None,
                  phase=None, hidden_gain_fs=44100):
-        if combination not in ('linear', 'interference'):
-            raise ValueError(f'Mixer: unknown combination {combination!r}')
+        if combination not in COMBINATIONS:
+            raise ValueError(f'Mixer: unknown combination {combination!r} (known: '
+                             f'{", ".join(sorted(COMBINATIONS))})')
         if ratio not in ('sound', 'mixup'):
             raise ValueError(f'Mixer: unknown ratio {ratio!r}')
         self.point = int(point)
@@ -337,11 +361,9 @@ class Mixer:
         w_i, w_j = self.weights(h)
         partner = xp.asarray(self.partner)
         h_j = F.permutate(h, partner, axis=0)
-        if self.combination == 'linear':
-            return linear_mix(h, h_j, w_i, w_j)
         if self.phase is None:
             phase_diff = xp.zeros(h.shape[0])
         else:
             phase = xp.asarray(self.phase, dtype=np.float64)
             phase_diff = phase - phase[partner]
-        return interference_mix(h, h_j, w_i, w_j, phase_diff)
+        return COMBINATIONS[self.combination].mix(h, h_j, w_i, w_j, phase_diff)

@@ -162,6 +162,19 @@ def run_training(opt, soundset, device, comm=None):
 
 
 def run_test_only(opt, soundset, device):
+    """``--testOnly``: the 10-crop test error of each split's saved ``model.npz`` in ``--save``.
+
+    Args:
+        opt: resolved options; ``opt.splits`` are tested, with ``opt.nCrops`` crops (the value
+            recorded in the split's result.json unless ``--nCrops`` was given) and, with
+            ``--fgsm``, also under FGSM attacks (written back into result.json).
+        soundset: the loaded dataset (``dataset.load_dataset``).
+        device: the Chainer device.
+
+    Returns {split: {'split', 'final_error' (%), 'fgsm' (dict or None)}}; prints one line per
+    split beside the error training reported. Raises UserError when a split has no model or the
+    model does not fit ``--netType`` and the dataset's classes.
+    """
     results = {}
     for split in opt.splits:
         split_dir = os.path.join(opt.save, f'split{split}')
@@ -302,6 +315,12 @@ def load_data(opt, comm):
 
 
 def main(argv=None):
+    """Command-line entry point of ``main.py`` (module docstring): train or test every split.
+
+    ``argv``: the arguments (None reads ``sys.argv``). Returns the exit status: 0 done, 2 a user
+    error (one line on stderr, nothing written), 3 a non-finite loss, 130 Ctrl-C; under MPI a
+    failing rank ends the job (``MPI_Abort``).
+    """
     opt = opts.parse(argv)
     world = mpi_world_size()
     if opt.communicator is None and world > 1:

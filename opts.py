@@ -1,6 +1,6 @@
 """Command-line options of ``main.py`` (the BC-learning reference's flags, plus InterMix's).
 
-Learning method (SPEC 4). ``--learning`` is a preset; explicit flags override its parts:
+Learning method (docs/method.md §4). ``--learning`` is a preset; explicit flags override its parts:
 
 | --learning | mixing points (--eligible) | weights (--mixup_type) | combination (--combination) |
 |------------|----------------------------|------------------------|-----------------------------|
@@ -21,8 +21,8 @@ The reference CLIs' ``--BC`` switch turns mixing on without ``--learning``: with
 naming a hidden point it means InterMix (the InterMix reference's ``--BC --eligible 1 2 3 4``),
 otherwise BC learning. ``--eligible`` without any mixing is an error.
 
-Defaults of nEpochs/LR/schedule/warmup come from the network class (``default_schedule``, SPEC
-6); nEpochs is doubled when mixing, as in the reference. ``--batchSize`` counts clips for standard
+Defaults of nEpochs/LR/schedule/warmup come from the network class (``default_schedule``,
+docs/method.md §6); nEpochs is doubled when mixing, as in the reference. ``--batchSize`` counts clips for standard
 learning (default 64) and pairs when mixing (default 32, i.e. 64 mixed examples per step).
 
 Multi-process training (ChainerMN over MPI): ``mpiexec -n N python3 main.py ... --communicator
@@ -30,36 +30,47 @@ naive`` (CPU) or ``pure_nccl`` (one GPU per rank). ``--batchSize`` is then per r
 batch of one step is N x ``--batchSize``. ``--mnBN`` normalises over the global batch.
 """
 import argparse
+import collections
 import os
 
+import intermix
 import models
+from datagen import registry
 
-DATASETS = {  # name -> (number of classes, number of folds)
-    'esc50': (50, 5),
-    'esc10': (10, 5),
-    'urbansound8k': (10, 10),
-}
 # ChainerMN communicators offered by --communicator (naive is the only one that runs on the CPU).
 COMMUNICATORS = ('naive', 'flat', 'non_cuda_aware', 'pure_nccl')
-LEARNING = ('standard', 'bc', 'speechmix', 'intermix', 'intermix-vanilla', 'intermix-hidden')
-# preset -> (points: 'input' or 'hidden', combination, weights of --mixup_type)
-PRESETS = {
-    'bc': ('input', 'linear', 'sound'),
-    'speechmix': ('hidden', 'linear', 'sound'),
-    'intermix': ('hidden', 'interference', 'sound'),
-    'intermix-vanilla': ('input', 'interference', 'normal'),
-    'intermix-hidden': ('hidden', 'interference', 'normal'),
+
+Preset = collections.namedtuple('Preset', 'points combination weights')
+Preset.__doc__ = """A learning method (``--learning``): where it mixes ('input': point 0, 'hidden':
+every hidden mixing point of the network; None: no mixing), the combination (a key of
+``intermix.COMBINATIONS``) and the weights (``--mixup_type``: 'sound' or 'normal')."""
+
+# The learning-method registry (docs/method.md §4): --learning's choices and their parts.
+LEARNING = {
+    'standard': Preset(None, None, None),
+    'bc': Preset('input', 'linear', 'sound'),
+    'speechmix': Preset('hidden', 'linear', 'sound'),
+    'intermix': Preset('hidden', 'interference', 'sound'),
+    'intermix-vanilla': Preset('input', 'interference', 'normal'),
+    'intermix-hidden': Preset('hidden', 'interference', 'normal'),
 }
+MIXING = [name for name, preset in LEARNING.items() if preset.points is not None]
 
 
 def build_parser():
+    """The ``argparse`` parser of ``main.py``, options grouped as in ``--help``.
+
+    Choices come from the registries (``datagen.registry.DATASETS``, ``models.archs``,
+    :data:`LEARNING`, ``intermix.COMBINATIONS``); defaults left as None are filled by
+    :func:`resolve` from the network and the learning method.
+    """
     p = argparse.ArgumentParser(
         prog='main.py',
         description='Train and test sound classifiers with standard, BC, SpeechMix or InterMix '
                     'learning (one model per split).')
     g = p.add_argument_group('general')
     g.add_argument('--data', required=True, help='folder made by esc_gen.py / urbansound_gen.py')
-    g.add_argument('--dataset', required=True, choices=sorted(DATASETS))
+    g.add_argument('--dataset', required=True, choices=sorted(registry.DATASETS))
     g.add_argument('--netType', required=True, choices=sorted(models.archs))
     g.add_argument('--split', type=int, default=-1,
                    help='test fold: ESC 1-5, UrbanSound8K 1-10; -1 runs every split (default)')
@@ -104,7 +115,8 @@ def build_parser():
                         'batchSize; meaningful for --learning standard, pairs are random)')
 
     g = p.add_argument_group('learning method')
-    g.add_argument('--learning', choices=LEARNING, default=None, help='preset (see README)')
+    g.add_argument('--learning', choices=list(LEARNING), default=None,
+                   help='preset (see README, "Learning methods")')
     g.add_argument('--BC', '--bc', dest='BC', action='store_true',
                    help='between-class mixing on (reference flag; see --learning)')
     g.add_argument('--mixup_type', '--mixup-type', dest='mixup_type', choices=['sound', 'normal'],
@@ -113,8 +125,10 @@ def build_parser():
                                       "weights r, 1-r (default of the intermix-* ablations)")
     g.add_argument('--eligible', type=int, nargs='+', default=None,
                    help='mixing points to draw from, one per batch (0 = input waveform)')
-    g.add_argument('--combination', choices=['linear', 'interference'], default=None,
-                   help='override the preset: linear (BC, SpeechMix) or interference (InterMix)')
+    g.add_argument('--combination', choices=sorted(intermix.COMBINATIONS), default=None,
+                   help='override the preset: ' + '; '.join(
+                       f'{name}: {c.description}' for name, c in
+                       sorted(intermix.COMBINATIONS.items())))
     g.add_argument('--gainSource', choices=['input', 'hidden'], default='input',
                    help='gains for p at hidden points: input = the input clips (the paper, '
                         'default); hidden = the hidden tensor flattened and read as 44.1 kHz '
@@ -122,7 +136,7 @@ def build_parser():
     g.add_argument('--strongAugment', action='store_true',
                    help='scale (x1.25^U(-1,1)) and gain (+-6 dB) augmentation')
 
-    g = p.add_argument_group('optimisation (defaults: SPEC 6 via the network)')
+    g = p.add_argument_group('optimisation (defaults: docs/method.md §6, via the network)')
     g.add_argument('--nEpochs', type=int, default=None)
     g.add_argument('--LR', type=float, default=None, help='initial learning rate')
     g.add_argument('--schedule', type=float, nargs='+', default=None,
@@ -162,7 +176,8 @@ def parse(argv=None):
 def resolve(opt):
     """Fill derived settings in ``opt`` (in place). Raises ValueError naming the flag at fault."""
     net = models.archs[opt.netType]
-    opt.nClasses, opt.nFolds = DATASETS[opt.dataset]
+    info = registry.get(opt.dataset)
+    opt.nClasses, opt.nFolds = info.n_classes, info.n_folds
     opt.fs = net.fs
     opt.inputLength = net.input_length
     hidden = sorted(k for k in net.mix_points if k > 0)
@@ -183,10 +198,10 @@ def resolve(opt):
                             ('mixup_type', opt.mixup_type)):
             if value is not None:
                 raise ValueError(f'--{flag} needs a mixing method (--learning '
-                                 f'{"|".join(PRESETS)} or --BC)')
+                                 f'{"|".join(MIXING)} or --BC)')
         opt.ratio = None
     else:
-        points, combination, weights = PRESETS[learning]
+        points, combination, weights = LEARNING[learning]
         if opt.eligible is None:
             opt.eligible = [0] if points == 'input' else hidden
         bad = [k for k in opt.eligible if k not in net.mix_points]
@@ -201,7 +216,14 @@ def resolve(opt):
             opt.mixup_type = weights
         opt.ratio = 'sound' if opt.mixup_type == 'sound' else 'mixup'
 
-    defaults = net.default_schedule[opt.dataset]
+    defaults = net.default_schedule.get(opt.dataset)
+    unset = [k for k in ('nEpochs', 'LR', 'schedule', 'warmup') if getattr(opt, k) is None]
+    if defaults is None and unset:
+        raise ValueError(f'--netType {opt.netType} has no default schedule for --dataset '
+                         f'{opt.dataset} (its default_schedule lists '
+                         f'{", ".join(sorted(net.default_schedule))}); give '
+                         f'{" ".join("--" + k for k in unset)}, or add {opt.dataset} to the '
+                         f'network class\'s default_schedule')
     if opt.nEpochs is None:
         opt.nEpochs = defaults['nEpochs'] * (2 if opt.mixing else 1)
     for key in ('LR', 'schedule', 'warmup'):

@@ -1,4 +1,4 @@
-"""Training and testing of one split with Chainer's Trainer (SPEC 4, 6).
+"""Training and testing of one split with Chainer's Trainer (docs/method.md §4, 6).
 
 What is special to this project lives in :class:`MixingUpdater` (pairing, phase shift, gains,
 mixing at a random point, KL loss) and :class:`TenCropEvaluator` (10-crop test); the rest is
@@ -196,7 +196,7 @@ def scatter_indices(n, comm, shuffle=False, seed=None, order=None, equal_length=
 
 
 def learning_rate(opt, epoch):
-    """LR of ``epoch`` (1-based) for the reference schedule (SPEC 6).
+    """LR of ``epoch`` (1-based) for the reference schedule (docs/method.md §6).
 
     ``LR * 0.1**k`` where k counts the fractions f in ``opt.schedule`` with
     ``epoch > f * nEpochs``; during the first ``opt.warmup`` epochs ``LR / 10``.
@@ -227,7 +227,7 @@ class LRSchedule(training.Extension):
 
 
 class MixingUpdater(training.updaters.StandardUpdater):
-    """One optimisation step of standard, BC, SpeechMix or InterMix learning (SPEC 4).
+    """One optimisation step of standard, BC, SpeechMix or InterMix learning (docs/method.md §4).
 
     Standard: a batch of clips, softmax cross-entropy. Mixing: a batch of B pairs (x_i, x_j)
     becomes 2B clips ``[x_i; x_j]``; row k is mixed with row ``partner[k]`` (k +- B) with its own
@@ -279,7 +279,7 @@ class MixingUpdater(training.updaters.StandardUpdater):
         partner = xp.asarray(np.concatenate([np.arange(half, n), np.arange(half)]).astype(np.int32))
         r = xp.asarray(self.rng.uniform(0.0, 1.0, n))
         phase = None
-        if opt.combination == 'interference':
+        if intermix.COMBINATIONS[opt.combination].phase_shift:
             phase = xp.asarray(self.rng.uniform(-np.pi / 2, np.pi / 2, n))
             x = intermix.phase_shift(x, phase)
         point = int(self.rng.choice(opt.eligible))
@@ -296,7 +296,7 @@ class MixingUpdater(training.updaters.StandardUpdater):
 
 
 class TenCropEvaluator(extensions.Evaluator):
-    """10-crop test (SPEC 3): softmax averaged over each clip's crops; reports the error in %.
+    """10-crop test (docs/method.md §3): softmax averaged over each clip's crops; reports the error in %.
 
     Reports ``validation/main/error`` = 100 * (wrong clips / clips), exact over the whole test
     fold, computed in test mode (BN statistics, no dropout) without backprop.
@@ -371,7 +371,7 @@ def fgsm_sign(model, x, y):
 def fgsm_errors(model, iterator, converter, device, epsilons):
     """10-crop error (%) on clean and FGSM-perturbed test crops, for each epsilon.
 
-    ``x_adv = x + epsilon * sign(grad_x L(theta, x, y))`` on every normalised test crop (SPEC 3),
+    ``x_adv = x + epsilon * sign(grad_x L(theta, x, y))`` on every normalised test crop (docs/method.md §3),
     one gradient per crop; the perturbed crops are then classified as in the clean test (softmax
     averaged over a clip's crops). With epsilon = 0 the error equals the clean error exactly.
 
@@ -543,8 +543,24 @@ def _shard(data, index):
     return [sounds[i] for i in index], np.asarray(labels, dtype=np.int32)[index]
 
 
-def _setup_split(opt, train_data, test_data, device, seed, comm):
-    """Model, optimizer, datasets and iterators of one split (on this rank)."""
+def setup_split(opt, train_data, test_data, device, seed, comm=None):
+    """The model, optimizer and iterators of one split, as :func:`train_split` trains them.
+
+    Args:
+        opt: resolved options (``opts.parse``).
+        train_data, test_data: ``(sounds, labels)`` of the training and test folds
+            (``dataset.split_folds``): lists of int16 clips and int32 label arrays.
+        device: the Chainer device (``main.select_device``).
+        seed (int): the split's seed; the initial weights come from it on every rank.
+        comm: a ChainerMN communicator, or None for a single process.
+
+    Returns ``(model, optimizer, train_iter, test_iter, rseed)``: the network on ``device``, its
+    NesterovAG optimizer with weight decay (ChainerMN's multi-node optimizer under MPI), the
+    training iterator (:func:`train_iterator`) and 10-crop test iterator (:func:`test_iterator`)
+    of this rank's share of the clips, and this rank's seed (:func:`rank_seed`), from which the
+    updater's stream is ``rseed + 2``. Raises UserError from the datasets (e.g. mixing with one
+    class).
+    """
     (train_sounds, train_labels), (test_sounds, test_labels) = train_data, test_data
     rank = comm.rank if comm is not None else 0
     rseed = rank_seed(seed, rank)
@@ -624,7 +640,7 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
     (train_sounds, _), (test_sounds, _) = train_data, test_data
     writer = comm is None or comm.rank == 0
     model, optimizer, train_iter, test_iter, rseed = all_ranks_ok(
-        comm, _setup_split, opt, train_data, test_data, device, seed, comm)
+        comm, setup_split, opt, train_data, test_data, device, seed, comm)
 
     updater = MixingUpdater(train_iter, optimizer, opt, device, seed=rseed + 2, comm=comm)
     trainer = training.Trainer(updater, (opt.nEpochs, 'epoch'), out=split_dir)
