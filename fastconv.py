@@ -1,4 +1,4 @@
-"""Fast CPU 2-D convolution (and stride = kernel max pooling) for Chainer, in NumPy (issue 5).
+"""Fast CPU 2-D convolution (and stride = kernel max pooling) for Chainer, in NumPy (README, "Speed").
 
 Chainer's CPU convolution builds an (N, C, kh, kw, Ho, Wo) column array for the whole batch and
 contracts it with ``numpy.tensordot``, which copies it once more into GEMM order (conv4 of
@@ -353,6 +353,14 @@ class _XCache:
                 self.cache[n0] = _nhwc_padded(self.x, n0, n1, self.pads)
             return self.cache[n0]
 
+    def columns(self, job, kh, kw, sh, sw, buf):
+        """For each output tile of ``job`` = (n0, n1, tiles): ``(n0, n1, tile, cols)``, with
+        ``cols`` the :func:`_im2col` matrix of that tile (a view of ``buf``, reused)."""
+        n0, n1, job_tiles = job
+        xt = self.get(n0, n1)
+        for tile in job_tiles:
+            yield n0, n1, tile, _im2col(xt, kh, kw, sh, sw, tile, buf)
+
 
 def _conv_nhwc(x, W, stride, pads, out=None):
     """Correlation of x (NCHW) with W (O, C, kh, kw), padding pads = (top, bottom, left, right);
@@ -378,11 +386,7 @@ def _conv_nhwc(x, W, stride, pads, out=None):
         return {'buf': _buffer(nb, tiles, k, dtype), 'tmp': None}
 
     def work(state, job):
-        n0, n1, job_tiles = job
-        xt = xcache.get(n0, n1)
-        for tile in job_tiles:
-            h0, h1, w0, w1 = tile
-            cols = _im2col(xt, kh, kw, sh, sw, tile, state['buf'])
+        for n0, n1, (h0, h1, w0, w1), cols in xcache.columns(job, kh, kw, sh, sw, state['buf']):
             dst = out[n0:n1, h0:h1, w0:w1]
             if dst.flags.c_contiguous:
                 np.matmul(cols, wmat, out=dst.reshape(-1, o))
@@ -410,7 +414,7 @@ def _conv_grad_w(x, gy, kh, kw, stride, pad, w_dtype):
     """gW (O, C, kh, kw) = correlation of x with gy."""
     sh, sw = stride
     ph, pw = pad
-    n, c, h, w = x.shape
+    n, c = x.shape[:2]
     _, o, ho, wo = gy.shape
     dtype = x.dtype
     k = kh * kw * c
@@ -423,11 +427,7 @@ def _conv_grad_w(x, gy, kh, kw, stride, pad, w_dtype):
                 'tmp': np.empty((k, o), dtype=dtype)}
 
     def work(state, job):
-        n0, n1, job_tiles = job
-        xt = xcache.get(n0, n1)
-        for tile in job_tiles:
-            h0, h1, w0, w1 = tile
-            cols = _im2col(xt, kh, kw, sh, sw, tile, state['buf'])
+        for n0, n1, (h0, h1, w0, w1), cols in xcache.columns(job, kh, kw, sh, sw, state['buf']):
             g = np.ascontiguousarray(gyt[n0:n1, h0:h1, w0:w1]).reshape(-1, o)
             np.matmul(cols.T, g, out=state['tmp'])
             state['acc'] += state['tmp']
@@ -750,11 +750,15 @@ class FastMaxPooling2D(function_node.FunctionNode):
         return MaxPooling2DGrad(self).apply(grad_outputs)
 
 
-class MaxPooling2DGrad(function_node.FunctionNode):
-    """gx of :class:`FastMaxPooling2D`: gy routed to each window's (first) maximum, 0 elsewhere."""
+class _PoolingGradNode(function_node.FunctionNode):
+    """Base of the pooling's gradient nodes: they keep the forward node (ksize, layout, argmax)."""
 
     def __init__(self, fwd):
         self.fwd = fwd
+
+
+class MaxPooling2DGrad(_PoolingGradNode):
+    """gx of :class:`FastMaxPooling2D`: gy routed to each window's (first) maximum, 0 elsewhere."""
 
     def forward(self, inputs):
         gy, = inputs
@@ -779,11 +783,8 @@ class MaxPooling2DGrad(function_node.FunctionNode):
         return MaxPooling2DGradGrad(self.fwd).apply(grad_outputs)
 
 
-class MaxPooling2DGradGrad(function_node.FunctionNode):
+class MaxPooling2DGradGrad(_PoolingGradNode):
     """ggy = ggx at each window's maximum (the pooling's gather, with the forward's indexes)."""
-
-    def __init__(self, fwd):
-        self.fwd = fwd
 
     def forward(self, inputs):
         ggx, = inputs
