@@ -1,5 +1,5 @@
 """Micro-benchmark: stock ``F.convolution_2d`` vs ``fastconv`` on each conv layer of EnvNet and
-EnvNet-v2 alone (issue 5). Whole training steps, stock against fast: ``bench.py --compare``.
+EnvNet-v2 alone (README, "Speed"). Whole training steps, stock against fast: ``bench.py --compare``.
 
     .venv/bin/python bench_conv.py [--batch 8] [--repeat 3] [--nets envnet,envnetv2]
                                    [--out FILE] [--fast-threads N]

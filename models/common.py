@@ -1,6 +1,6 @@
 """Building blocks shared by the networks, and the staged-network base class.
 
-A network is a sequence of *stages* between mixing points (STYLE.md): stage k maps the tensor at
+A network is a sequence of *stages* between mixing points: stage k maps the tensor at
 mixing point k to the tensor at point k+1, and the last stage ends in the class logits. Point 0 is
 the input waveform. A mixer (``intermix.Mixer``) acts on the tensor at its point, before the stage
 that starts there.
@@ -51,7 +51,7 @@ def conv1d_bn_relu(in_channels, out_channels, ksize, stride=1, pad=0):
 
 
 def max_pool_1d(h, ksize):
-    """Max pooling along time with stride = kernel = ``ksize`` (SPEC 8), no partial windows.
+    """Max pooling along time with stride = kernel = ``ksize`` (docs/method.md §8), no partial windows.
 
     (N, C, H, W) -> (N, C, H, (W - ksize) // ksize + 1): ``cover_all=False``, so trailing samples
     that do not fill a window are dropped, as in Keras/TensorFlow 'valid' pooling. (Chainer's

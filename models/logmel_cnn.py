@@ -45,19 +45,19 @@ The fixed arrays are persistent values of the link (``add_persistent``): ``to_de
 (not in ``params()``, not updated, no weight decay). They are kept in float32 and cast to the
 input's dtype when it differs (float64 for gradient checks).
 
-Adaptations (stated as SPEC 8 asks):
+Adaptations (all collected in docs/method.md §8):
 
 - Piczak computed log-mel with librosa offline (centred frames, ``logamplitude`` with an 80 dB
   floor below each segment's maximum); here frames are not centred (T covers exactly 41 frames)
   and the floor is the absolute 1e-10 (-100 dB), which does not depend on the segment.
-- Conv blocks are SPEC 8's (conv without bias, He init -> BN -> ReLU); Piczak had no BN ("+ BN" as
+- Conv blocks are those of docs/method.md §8 (conv without bias, He init -> BN -> ReLU); Piczak had no BN ("+ BN" as
   in Tokozume et al. 2018), and dropout 0.5 is on the two hidden fully connected layers only.
 - Input: one 41-frame segment per crop (random crops in training, 10 crops averaged in testing,
-  SPEC 3) instead of Piczak's segment extraction with silence removal and majority/probability
+  docs/method.md §3) instead of Piczak's segment extraction with silence removal and majority/probability
   voting.
-- Training settings: not in SPEC 6 for this network, so the defaults are EnvNet-v2's on the same
+- Training settings: not given by the paper for this network (docs/method.md §6), so the defaults are EnvNet-v2's on the same
   dataset (:attr:`default_schedule` is copied from :class:`EnvNetV2`), with the BC-learning
-  optimiser (SPEC 6) in place of Piczak's own settings.
+  optimiser (docs/method.md §6) in place of Piczak's own settings.
 """
 import copy
 

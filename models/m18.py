@@ -19,16 +19,16 @@ Lengths: conv ``(W + 2 pad - k) // stride + 1``, pooling ``(W - 4) // 4 + 1``
 Mixing points: 0 is the input, and 1-4 follow each pooling stage; the default hidden set for
 SpeechMix/InterMix is {1, 2, 3, 4}.
 
-Adaptations (stated as SPEC 8 asks):
+Adaptations (all collected in docs/method.md §8):
 
 - Padding. Dai et al. keep the length with 'same' padding: the 3-tap convolutions pad 1 each
   side, and the first layer (80 taps, stride 4) pads 38 each side, which is TensorFlow's 'same'
   for a 32000-sample input (output 8000 = 32000 / 4).
-- Conv blocks are SPEC 8's (conv without bias, He init -> BN -> ReLU); Dai et al. also apply BN
+- Conv blocks are those of docs/method.md §8 (conv without bias, He init -> BN -> ReLU); Dai et al. also apply BN
   after every convolution. Pooling is max pooling with stride = kernel = 4, and the last one
   drops the trailing partial window (125 -> 31), as 'valid' pooling does.
-- Training: the BC-learning recipe (SPEC 6: Nesterov SGD, weight decay 5e-4) instead of Dai et
-  al.'s Adam. The schedule is not in SPEC 6 for this network, so the
+- Training: the BC-learning recipe (docs/method.md §6: Nesterov SGD, weight decay 5e-4) instead of Dai et
+  al.'s Adam. The schedule is not given by the paper for this network (docs/method.md §6), so the
   defaults are EnvNet-v2's on the same dataset (:attr:`default_schedule` is copied from
   :class:`EnvNetV2`).
 """

@@ -28,7 +28,7 @@ where present, is part of its block); the default hidden set for SpeechMix/Inter
 Registered as ``samplecnn`` (basic) and ``samplecnn_se`` (:class:`SampleCNNSE`, the same class with
 ``se=True``).
 
-Decisions (stated as SPEC 8 asks), from the paper and its authors' code (taejun's ``resemul``):
+Decisions (all collected in docs/method.md §8), from the paper and its authors' code (taejun's ``resemul``):
 
 - Widths 128 (strided conv), then 128, 128, 256, 256, 256, 256, 256, 256, 512 for blocks 1-9
   (doubling at blocks 3 and 9), as the 3^9 SampleCNN of Lee et al. 2017 and Kim et al. 2019.
@@ -37,13 +37,13 @@ Decisions (stated as SPEC 8 asks), from the paper and its authors' code (taejun'
 - Head: global max pooling (a no-op on the 1-sample map of block 9, kept so that the head is as
   published), fc 512 -> BN -> ReLU, dropout 0.5, fc classes; the multi-level feature aggregation
   of the "ReSE-2-Multi" variant is not used (basic and SE only).
-- Conv blocks follow SPEC 8 (no bias before BN, He-normal init); the authors' code used a bias and
+- Conv blocks follow docs/method.md §8 (no bias before BN, He-normal init); the authors' code used a bias and
   He-uniform. Fully connected layers use Chainer's default (LeCun normal) instead of Glorot
   uniform.
 - Input: 59049-sample crops (the paper's segment), taken, padded and tested with the BC-learning
-  preprocessing (SPEC 3) instead of non-overlapping segments averaged over the clip.
+  preprocessing (docs/method.md §3) instead of non-overlapping segments averaged over the clip.
 - Softmax output and KL/cross-entropy loss (single-label), where the paper's music tagging used
-  sigmoid outputs. Training settings are not in SPEC 6 for this network, so the defaults are
+  sigmoid outputs. Training settings are not given by the paper for this network (docs/method.md §6), so the defaults are
   EnvNet-v2's on the same dataset (:attr:`default_schedule` is copied from :class:`EnvNetV2`).
 """
 import copy

@@ -18,20 +18,20 @@ conv4 map (1280 values) to n_classes. Lengths: conv ``(W + 2 pad - k) // stride 
 Mixing points: 0 is the input, and 1-3 follow each pooling stage (conv4 has no pooling); the
 default hidden set for SpeechMix/InterMix is {1, 2, 3}.
 
-Adaptations (stated as SPEC 8 asks):
+Adaptations (all collected in docs/method.md §8):
 
 - Input length. SoundNet was trained on variable-length clips (its teacher heads slide over
   time); here T = 33075 = 1.5 s at 22.05 kHz, the input duration of EnvNet and EnvNet-v2, so the
-  BC-learning preprocessing (random 1.5 s crops, 10-crop test; SPEC 3) is the same for all
+  BC-learning preprocessing (random 1.5 s crops, 10-crop test; docs/method.md §3) is the same for all
   raw-waveform networks of Table 1. Input scaled to [-1, 1) as for the other networks
   (SoundNet used [-256, 256]; the batch normalisation after conv1 makes the scale immaterial).
-- Conv blocks are SPEC 8's (conv without bias, He init -> BN -> ReLU), as SoundNet (conv -> BN ->
+- Conv blocks are those of docs/method.md §8 (conv without bias, He init -> BN -> ReLU), as SoundNet (conv -> BN ->
   ReLU). Pooling is max pooling with stride = kernel = 8, dropping a trailing partial window.
 - Head. SoundNet5's conv5 teacher heads (1000@16 and 401@16, stride 12, softmax against ImageNet
   and Places distributions) are linear maps of windows of 16 conv4 frames. A 1.5 s input leaves 5
   conv4 frames, so the head here is one linear layer over the whole conv4 map (256 x 5 -> n
   classes), i.e. a conv5 whose kernel spans the map; no dropout (SoundNet has none).
-- Training settings: not published for this network in SPEC 6, so the defaults are EnvNet-v2's
+- Training settings: not published for this network (docs/method.md §6), so the defaults are EnvNet-v2's
   on the same dataset (:attr:`default_schedule` is copied from :class:`EnvNetV2`).
 """
 import copy

@@ -1,4 +1,4 @@
-"""fastconv: the NumPy CPU convolution against chainer.functions.convolution_2d (issue 5).
+"""fastconv: the NumPy CPU convolution against chainer.functions.convolution_2d (README, "Speed").
 
 Every kernel/stride/pad shape of the models (EnvNet, EnvNet-v2, and the 1-D style nets being
 added: SoundNet5, M18, SampleCNN, Logmel-CNN) at batch 2, with long inputs shortened (kernel,

@@ -1,4 +1,4 @@
-"""Tests of the public API of ``intermix.py`` (SPEC sections 4 and 5).
+"""Tests of the public API of ``intermix.py`` (docs/method.md §4 and §5).
 
 Every expected value here is computed independently of the implementation: by hand, from the
 definition written out in numpy in this file, or from an invariant (Parseval, symmetry, scaling).
@@ -37,7 +37,7 @@ def _a_curve_db(freq):
 
 
 def _frame_gains_loop(x, fs, n_fft, weight_db, min_db=-80.0):
-    """Per-frame A-weighted gain written directly from SPEC 4 (1-D clip, float64)."""
+    """Per-frame A-weighted gain written directly from docs/method.md §4 (1-D clip, float64)."""
     x = np.asarray(x, dtype=np.float64)
     hop = n_fft // 2
     if len(x) < n_fft:

@@ -45,7 +45,7 @@ def test_mixer_at_the_input_is_bc_learning_of_the_two_waveforms():
     gains = intermix.compute_gain(x.reshape(4, -1), 44100).max(axis=-1)
     mixer = intermix.Mixer(0, partner, r, combination='linear', ratio='sound', gains=gains)
     out = mixer(x).array
-    # BC learning's mix, written out from SPEC 4 for row 0 (partner 2).
+    # BC learning's mix, written out from docs/method.md §4 for row 0 (partner 2).
     p = 1 / (1 + 10 ** ((gains[0] - gains[2]) / 20) * (1 - r[0]) / r[0])
     expected = (p * x[0] + (1 - p) * x[2]) / np.sqrt(p ** 2 + (1 - p) ** 2)
     np.testing.assert_allclose(out[0], expected, rtol=1e-5, atol=1e-6)

@@ -103,7 +103,7 @@ def test_registry_holds_every_network_of_table_1_and_samplecnn_and_their_rates()
     for name in NEW:
         cls = models.archs[name]
         assert 0 in cls.mix_points and sorted(cls.mix_points) == list(range(len(cls.mix_points)))
-        # No SPEC 6 settings for these networks: EnvNet-v2's on the same dataset.
+        # No paper settings for these networks (docs/method.md §6): EnvNet-v2's on the same dataset.
         assert cls.default_schedule == EnvNetV2.default_schedule
         assert cls.default_schedule is not EnvNetV2.default_schedule
 

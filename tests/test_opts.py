@@ -1,4 +1,4 @@
-"""Option resolution: presets, the reference flags, defaults of SPEC 6, and flag errors."""
+"""Option resolution: presets, the reference flags, defaults of docs/method.md §6, and flag errors."""
 import pytest
 
 import opts

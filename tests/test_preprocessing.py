@@ -1,4 +1,4 @@
-"""SPEC 3 preprocessing (utils.py, dataset.py): shapes, bounds, hand-checked values."""
+"""docs/method.md §3 preprocessing (utils.py, dataset.py): shapes, bounds, hand-checked values."""
 import numpy as np
 import pytest
 
