@@ -9,7 +9,7 @@ says it finished. Rows are (network, strong augmentation, learning method); colu
 A cell is ``mean ± standard error`` of the final 10-crop error over the finished splits, with the
 count of splits, e.g. ``7.20 ± 0.41 (5/5)``. A cell with fewer finished splits than the dataset
 has folds is marked ``incomplete`` and lists what is missing: it is never averaged silently as if
-it were the whole cross-validation. ``--paper`` adds the paper's numbers (SPEC 7) beside ours.
+it were the whole cross-validation. ``--paper`` adds the paper's numbers (docs/method.md §7) beside ours.
 
 Writes ``OUT/report.md``, ``OUT/report.csv`` (one row per cell, with every split's error) and
 ``OUT/report.png`` (bars with standard-error whiskers; the paper's values as markers).
@@ -23,43 +23,96 @@ import sys
 
 import numpy as np
 
+import opts
 import utils
+from datagen import registry
 from utils import UserError
 
 PROG = 'report.py'
-DATASETS = {'esc50': 5, 'esc10': 5, 'urbansound8k': 10}   # dataset -> number of folds
-DATASET_ORDER = ['esc50', 'esc10', 'urbansound8k']
-LEARNING_ORDER = ['standard', 'bc', 'speechmix', 'intermix-vanilla', 'intermix-hidden',
-                  'intermix']
+DATASET_ORDER = list(registry.DATASETS)       # columns, in the registry's order
+LEARNING_ORDER = list(opts.LEARNING)          # rows, in the learning registry's order
 
-# SPEC 7: error % (ESC-50, ESC-10, UrbanSound8K) of EnvNet-v2, keyed by (strong augmentation,
-# learning method). The ablation rows (Table 2) are with augmentation.
+# The paper's Table 1 (docs/method.md §7.1): error % as (mean, standard error) for ESC-50, ESC-10
+# and UrbanSound8K (no standard error given), keyed by (network, strong augmentation, learning).
+_SE = None  # the paper gives no standard error for UrbanSound8K
 PAPER = {
-    (True, 'standard'): (21.2, 10.9, 24.9),
-    (True, 'bc'): (15.1, 8.6, 21.7),
-    (True, 'speechmix'): (13.1, 7.1, 20.8),
-    (True, 'intermix'): (12.9, 7.2, 20.5),
-    (False, 'standard'): (25.6, 14.2, 30.9),
-    (False, 'bc'): (18.2, 10.6, 23.4),
-    (False, 'speechmix'): (16.2, 8.5, 21.6),
-    (False, 'intermix'): (15.8, 8.2, 21.4),
-    (True, 'intermix-vanilla'): (13.6, 7.9, 21.0),
-    (True, 'intermix-hidden'): (13.3, 7.7, 20.8),
+    ('m18', False, 'standard'): ((31.5, 0.5), (18.2, 0.5), (28.8, _SE)),
+    ('m18', False, 'bc'): ((26.7, 0.1), (14.2, 0.9), (26.5, _SE)),
+    ('m18', False, 'speechmix'): ((24.3, 0.2), (12.4, 0.5), (25.1, _SE)),
+    ('m18', False, 'intermix'): ((25.4, 0.5), (12.6, 0.5), (25.1, _SE)),
+    ('soundnet5', False, 'standard'): ((33.8, 0.2), (16.4, 0.8), (33.3, _SE)),
+    ('soundnet5', False, 'bc'): ((27.4, 0.3), (13.9, 0.4), (30.2, _SE)),
+    ('soundnet5', False, 'speechmix'): ((25.6, 0.2), (11.6, 0.3), (27.4, _SE)),
+    ('soundnet5', False, 'intermix'): ((25.1, 0.3), (10.6, 0.3), (26.5, _SE)),
+    ('envnet', False, 'standard'): ((29.2, 0.1), (12.8, 0.4), (33.7, _SE)),
+    ('envnet', False, 'bc'): ((24.1, 0.2), (11.3, 0.6), (28.9, _SE)),
+    ('envnet', False, 'speechmix'): ((22.5, 0.3), (9.3, 0.4), (26.5, _SE)),
+    ('envnet', False, 'intermix'): ((22.5, 0.3), (9.1, 0.2), (26.8, _SE)),
+    ('logmel_cnn', False, 'standard'): ((27.6, 0.2), (13.2, 0.4), (25.3, _SE)),
+    ('logmel_cnn', False, 'bc'): ((23.1, 0.3), (9.4, 0.4), (23.5, _SE)),
+    ('logmel_cnn', False, 'speechmix'): ((22.1, 0.3), (8.4, 0.2), (22.1, _SE)),
+    ('logmel_cnn', False, 'intermix'): ((21.9, 0.2), (8.3, 0.4), (21.1, _SE)),
+    ('envnetv2', False, 'standard'): ((25.6, 0.3), (14.2, 0.8), (30.9, _SE)),
+    ('envnetv2', False, 'bc'): ((18.2, 0.2), (10.6, 0.6), (23.4, _SE)),
+    ('envnetv2', False, 'speechmix'): ((16.2, 0.3), (8.5, 0.4), (21.6, _SE)),
+    ('envnetv2', False, 'intermix'): ((15.8, 0.4), (8.2, 0.4), (21.4, _SE)),
+    ('envnetv2', True, 'standard'): ((21.2, 0.3), (10.9, 0.6), (24.9, _SE)),
+    ('envnetv2', True, 'bc'): ((15.1, 0.2), (8.6, 0.1), (21.7, _SE)),
+    ('envnetv2', True, 'speechmix'): ((13.1, 0.2), (7.1, 0.1), (20.8, _SE)),
+    ('envnetv2', True, 'intermix'): ((12.9, 0.4), (7.2, 0.1), (20.5, _SE)),
+    # Table 2 (docs/method.md §7.2), the ablation of EnvNet-v2 + strong augmentation; no SE.
+    ('envnetv2', True, 'intermix-vanilla'): ((13.6, _SE), (7.9, _SE), (21.0, _SE)),
+    ('envnetv2', True, 'intermix-hidden'): ((13.3, _SE), (7.7, _SE), (20.8, _SE)),
 }
-# SPEC 7, Table 3: FGSM error % on ESC-10 at epsilon 1e-2, 1e-3, 1e-4, 1e-5.
+PAPER_HUMAN = (18.7, 4.3, None)  # Table 1's human row (ESC-50, ESC-10; none for UrbanSound8K)
+PAPER_NAMES = {'m18': 'M18', 'soundnet5': 'SoundNet5', 'envnet': 'EnvNet',
+               'logmel_cnn': 'PiczakCNN', 'envnetv2': 'EnvNet-v2'}
+# docs/method.md §7.3, Table 3: FGSM error % on ESC-10 at epsilon 1e-2, 1e-3, 1e-4, 1e-5.
 PAPER_FGSM = {
     'standard': (64.5, 37.7, 36.5, 36.2),
     'bc': (47.2, 28.7, 26.9, 26.8),
     'intermix': (42.9, 26.2, 25.1, 25.0),
 }
 PAPER_FGSM_EPS = ('eps=0.01', 'eps=0.001', 'eps=0.0001', 'eps=1e-05')
+PAPER_DATASETS = ('esc50', 'esc10', 'urbansound8k')  # the order of the tuples above
+
+
+def paper_cell(net, augment, learning, dataset):
+    """The paper's (mean error %, standard error or None) for a cell, or None where the paper has
+    no number (docs/method.md §7)."""
+    row = PAPER.get((net, bool(augment), learning))
+    if row is None or dataset not in PAPER_DATASETS:
+        return None
+    return row[PAPER_DATASETS.index(dataset)]
 
 
 def paper_error(net, augment, learning, dataset):
-    """The paper's error (%) for a cell, or None where the paper has none (SPEC 7)."""
-    if net != 'envnetv2' or (augment, learning) not in PAPER:
-        return None
-    return PAPER[(augment, learning)][DATASET_ORDER.index(dataset)]
+    """The paper's mean error (%) for a cell, or None where the paper has none."""
+    cell = paper_cell(net, augment, learning, dataset)
+    return None if cell is None else cell[0]
+
+
+def paper_text(cell):
+    """'7.2 ± 0.1', '21.0' (no standard error in the paper) or '-' (no number)."""
+    if cell is None:
+        return '-'
+    mean, se = cell
+    return f'{mean:.1f}' if se is None else f'{mean:.1f} ± {se:.1f}'
+
+
+def paper_tables():
+    """The paper's Table 1 (with its human row), Table 2 and Table 3 as Markdown text."""
+    header = ['network', 'learning'] + [registry.get(d).title for d in PAPER_DATASETS]
+    rows = []
+    for (net, augment, learning), cells in PAPER.items():
+        name = PAPER_NAMES[net] + (' + strong augmentation' if augment else '')
+        rows.append([name, learning] + [paper_text(c) for c in cells])
+    rows.append(['human', '-'] + ['-' if v is None else f'{v:.1f}' for v in PAPER_HUMAN])
+    fgsm = [[learning] + [f'{v:.1f}' for v in values] for learning, values in PAPER_FGSM.items()]
+    return ('## The paper: error (%), mean ± standard error over the folds (Tables 1 and 2; '
+            'UrbanSound8K and the ablation rows without SE)\n\n' + markdown(header, rows) + '\n\n'
+            '## The paper: FGSM error (%) on ESC-10 (Table 3)\n\n'
+            + markdown(['learning'] + [e.split('=')[1] for e in PAPER_FGSM_EPS], fgsm) + '\n')
 
 
 def find_splits(roots):
@@ -124,7 +177,7 @@ def collect(split_dirs):
 
 def summarise_cell(dataset, cell):
     """Mean, standard error and status of a cell (see :func:`collect`)."""
-    n_folds = DATASETS[dataset]
+    n_folds = registry.get(dataset).n_folds
     errors = [cell['finished'][k] for k in sorted(cell['finished'])]
     mean, se = utils.mean_and_standard_error(errors) if errors else (None, None)
     missing = sorted(set(range(1, n_folds + 1)) - set(cell['finished']))
@@ -174,7 +227,7 @@ def build_tables(cells, with_paper):
         line = [row_label(net, augment, learning)]
         for d in datasets:
             cell = cells.get((net, augment, learning, d))
-            paper = paper_error(net, augment, learning, d)
+            paper = paper_cell(net, augment, learning, d)
             if cell is None:
                 line.append('-')
             else:
@@ -187,9 +240,11 @@ def build_tables(cells, with_paper):
                     'splits': ' '.join(map(str, s['splits'])),
                     'errors': ' '.join(f'{e:.4f}' for e in s['errors']),
                     'unfinished': ' '.join(map(str, s['unfinished'])),
-                    'paper_error': paper, 'folders': ' '.join(cell['folders'])})
+                    'paper_error': None if paper is None else paper[0],
+                    'paper_standard_error': None if paper is None else paper[1],
+                    'folders': ' '.join(cell['folders'])})
             if with_paper:
-                line.append('-' if paper is None else f'{paper:.1f}')
+                line.append(paper_text(paper))
         table.append(line)
 
     fgsm_rows = []
@@ -257,11 +312,18 @@ def bar_chart(records, path):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0])
-    p.add_argument('runs', nargs='+', help='--save folders of main.py, or folders above them')
-    p.add_argument('--paper', action='store_true', help="put the paper's numbers beside ours")
+    p.add_argument('runs', nargs='*', help='--save folders of main.py, or folders above them')
+    p.add_argument('--paper', action='store_true',
+                   help="put the paper's numbers (mean ± SE) beside ours and append the paper's "
+                        "Tables 1-3 whole; alone, without run folders, print just those")
     p.add_argument('--out', default=os.path.join('results', 'report'),
                    help='folder for report.md, report.csv and report.png')
     args = p.parse_args(argv)
+    if not args.runs:
+        if not args.paper:
+            p.error("give one or more run folders (or --paper alone for the paper's tables)")
+        print(paper_tables())
+        return 0
     try:
         cells = collect(find_splits(args.runs))
         (header, rows), fgsm, records = build_tables(cells, args.paper)
@@ -270,6 +332,8 @@ def main(argv=None):
         if fgsm:
             text += '\n## FGSM error (%), mean over the splits with FGSM results\n\n'
             text += markdown(*fgsm) + '\n'
+        if args.paper:
+            text += '\n' + paper_tables()
         print(text)
         os.makedirs(args.out, exist_ok=True)
 

@@ -34,10 +34,10 @@ def test_means_standard_errors_and_incomplete_cells(tmp_path, capsys):
     assert report.main([root, '--paper', '--out', out]) == 0
     text = capsys.readouterr().out
     # mean 10, sample sd sqrt(10), SE sqrt(10)/sqrt(5) = sqrt(2) = 1.41
-    assert '| envnetv2 +aug / intermix | 10.00 ± 1.41 (5/5) | 7.2 |' in text
+    assert '| envnetv2 +aug / intermix | 10.00 ± 1.41 (5/5) | 7.2 ± 0.1 |' in text
     # mean 22.5, SE = sd/sqrt(2) = 3.5355/1.4142 = 2.5
     assert ('| envnetv2 +aug / standard | 22.50 ± 2.50 (2/5) incomplete: unfinished 3; '
-            'not run 4,5 | 10.9 |') in text
+            'not run 4,5 | 10.9 ± 0.6 |') in text
     rows = list(csv.DictReader(open(os.path.join(out, 'report.csv'))))
     by = {r['learning']: r for r in rows}
     assert math.isclose(float(by['intermix']['standard_error']), math.sqrt(2))
@@ -81,3 +81,100 @@ def test_folders_without_runs_are_named(tmp_path, capsys, setup):
         target.mkdir()
     assert report.main([str(target), '--out', str(tmp_path / 'rep')]) == 2
     assert str(target) in capsys.readouterr().err
+
+
+# The paper's Tables 1-3 as printed in the paper (Sawhney & Neerkaje, ICASSP 2022), transcribed
+# here independently of report.py: every digit of report.PAPER is checked against this text.
+PAPER_TABLE_1 = """
+M18 & Standard & 31.5 ± 0.5 & 18.2 ± 0.5 & 28.8
+M18 & BC & 26.7 ± 0.1 & 14.2 ± 0.9 & 26.5
+M18 & SpeechMix & 24.3 ± 0.2 & 12.4 ± 0.5 & 25.1
+M18 & InterMix & 25.4 ± 0.5 & 12.6 ± 0.5 & 25.1
+SoundNet5 & Standard & 33.8 ± 0.2 & 16.4 ± 0.8 & 33.3
+SoundNet5 & BC & 27.4 ± 0.3 & 13.9 ± 0.4 & 30.2
+SoundNet5 & SpeechMix & 25.6 ± 0.2 & 11.6 ± 0.3 & 27.4
+SoundNet5 & InterMix & 25.1 ± 0.3 & 10.6 ± 0.3 & 26.5
+EnvNet & Standard & 29.2 ± 0.1 & 12.8 ± 0.4 & 33.7
+EnvNet & BC & 24.1 ± 0.2 & 11.3 ± 0.6 & 28.9
+EnvNet & SpeechMix & 22.5 ± 0.3 & 9.3 ± 0.4 & 26.5
+EnvNet & InterMix & 22.5 ± 0.3 & 9.1 ± 0.2 & 26.8
+PiczakCNN & Standard & 27.6 ± 0.2 & 13.2 ± 0.4 & 25.3
+PiczakCNN & BC & 23.1 ± 0.3 & 9.4 ± 0.4 & 23.5
+PiczakCNN & SpeechMix & 22.1 ± 0.3 & 8.4 ± 0.2 & 22.1
+PiczakCNN & InterMix & 21.9 ± 0.2 & 8.3 ± 0.4 & 21.1
+EnvNet-v2 & Standard & 25.6 ± 0.3 & 14.2 ± 0.8 & 30.9
+EnvNet-v2 & BC & 18.2 ± 0.2 & 10.6 ± 0.6 & 23.4
+EnvNet-v2 & SpeechMix & 16.2 ± 0.3 & 8.5 ± 0.4 & 21.6
+EnvNet-v2 & InterMix & 15.8 ± 0.4 & 8.2 ± 0.4 & 21.4
+EnvNet-v2 + strong augment & Standard & 21.2 ± 0.3 & 10.9 ± 0.6 & 24.9
+EnvNet-v2 + strong augment & BC & 15.1 ± 0.2 & 8.6 ± 0.1 & 21.7
+EnvNet-v2 + strong augment & SpeechMix & 13.1 ± 0.2 & 7.1 ± 0.1 & 20.8
+EnvNet-v2 + strong augment & InterMix & 12.9 ± 0.4 & 7.2 ± 0.1 & 20.5
+Human & - & 18.7 & 4.3 & -
+"""
+PAPER_TABLE_2 = """
+input space, r-weights & 13.6 & 7.9 & 21.0
++ hidden layers & 13.3 & 7.7 & 20.8
++ p-weights & 12.9 & 7.2 & 20.5
+"""
+PAPER_TABLE_3 = """
+Standard & 64.5 & 37.7 & 36.5 & 36.2
+BC & 47.2 & 28.7 & 26.9 & 26.8
+InterMix & 42.9 & 26.2 & 25.1 & 25.0
+"""
+NETS = {'M18': 'm18', 'SoundNet5': 'soundnet5', 'EnvNet': 'envnet', 'PiczakCNN': 'logmel_cnn',
+        'EnvNet-v2': 'envnetv2'}
+
+
+def _cell(text):
+    """'31.5 ± 0.5' -> (31.5, 0.5); '28.8' -> (28.8, None); '-' -> None."""
+    if text == '-':
+        return None
+    parts = [float(v) for v in text.split('±')]
+    return (parts[0], parts[1] if len(parts) > 1 else None)
+
+
+def test_paper_numbers_match_the_papers_tables_digit_for_digit():
+    expected = {}
+    for line in PAPER_TABLE_1.strip().splitlines():
+        net, learning, *cells = [f.strip() for f in line.split('&')]
+        if net == 'Human':
+            assert report.PAPER_HUMAN == tuple(None if c is None else c[0]
+                                               for c in map(_cell, cells))
+            continue
+        augment = net.endswith('+ strong augment')
+        key = (NETS[net.replace(' + strong augment', '')], augment, learning.lower())
+        expected[key] = tuple(_cell(c) for c in cells)
+    for line, preset in zip(PAPER_TABLE_2.strip().splitlines(),
+                            ['intermix-vanilla', 'intermix-hidden', 'intermix']):
+        cells = tuple((float(f), None) for f in line.split('&')[1:])
+        if preset == 'intermix':  # Table 2's last row is Table 1's InterMix row without SE
+            assert tuple(c[0] for c in expected[('envnetv2', True, 'intermix')]) == \
+                tuple(c[0] for c in cells)
+        else:
+            expected[('envnetv2', True, preset)] = cells
+    assert report.PAPER == expected
+    fgsm = {}
+    for line in PAPER_TABLE_3.strip().splitlines():
+        name, *values = [f.strip() for f in line.split('&')]
+        fgsm[name.lower()] = tuple(float(v) for v in values)
+    assert report.PAPER_FGSM == fgsm
+
+
+def test_paper_alone_prints_every_table_1_cell_with_its_standard_error(capsys):
+    assert report.main(['--paper']) == 0
+    text = capsys.readouterr().out
+    assert '| PiczakCNN | standard | 27.6 ± 0.2 | 13.2 ± 0.4 | 25.3 |' in text
+    assert '| EnvNet-v2 + strong augmentation | intermix | 12.9 ± 0.4 | 7.2 ± 0.1 | 20.5 |' in text
+    assert '| human | - | 18.7 | 4.3 | - |' in text
+    for cells in report.PAPER.values():
+        for cell in cells:
+            assert report.paper_text(cell) in text
+    assert '| intermix | 42.9 | 26.2 | 25.1 | 25.0 |' in text
+
+
+def test_no_runs_and_no_paper_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        report.main([])
+    assert e.value.code == 2
+    assert 'give one or more run folders' in capsys.readouterr().err
