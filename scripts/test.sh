@@ -2,8 +2,8 @@
 # Set up the venv if needed, then run the CPU test suite. Extra arguments go to pytest.
 # VENV=... and PYTHON=... are passed to scripts/setup.sh (default .venv, the python3 on PATH), e.g.
 #   VENV=/tmp/venv312 PYTHON=python3.12 bash scripts/test.sh
-# The integration tests use the real ESC-10 clips from $ESC50_DIR (default ../shared/data/ESC-50-esc10)
-# and are skipped, with the reason, where that folder is missing.
+# The integration tests use the real ESC-10 clips from $ESC50_DIR (an ESC-50 layout; the default
+# is in tests/conftest.py) and are skipped, with the reason, where that folder is missing.
 # The MPI tests (tests/test_mpi.py: mpiexec -n 2 on the CPU) need requirements-mpi.txt, which
 # setup.sh installs; they then must run (INTERMIX_REQUIRE_MPI=1: a missing or broken MPI fails
 # them). NO_MPI=1 bash scripts/test.sh leaves MPI out: they are then skipped, saying why, unless an
