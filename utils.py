@@ -158,15 +158,16 @@ def savez_stable(path, arrays):
     """``numpy.savez`` (uncompressed) with fixed member dates: equal arrays give equal bytes.
 
     ``arrays``: {name: array-like}; each becomes the member ``name.npy`` (NumPy's format, object
-    arrays pickled as ``numpy.savez`` does), in the dict's order, dated 1980-01-01 00:00 where
+    arrays pickled as ``numpy.savez`` does), in sorted order (Chainer lists a link's parameters
+    in an order that changes from process to process), dated 1980-01-01 00:00 where
     ``numpy.savez`` stamps the current time. ``path`` is written in place (callers that need
     atomicity pass a temporary name). Loads with ``numpy.load`` like any npz; raises OSError
     when the file cannot be written.
     """
     import zipfile
     with zipfile.ZipFile(path, 'w', compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for name, value in arrays.items():
+        for name in sorted(arrays):
             info = zipfile.ZipInfo(name + '.npy', date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o600 << 16
             with zf.open(info, 'w', force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=True)
+                np.lib.format.write_array(f, np.asanyarray(arrays[name]), allow_pickle=True)
