@@ -273,9 +273,12 @@ def run_test_only(opt, soundset, device):
         model = training.build_model(opt, device)
         try:
             chainer.serializers.load_npz(model_path, model)
-        except Exception as e:  # wrong network or classes for this file
-            raise UserError(f'--testOnly: {model_path} does not fit --netType {opt.netType} '
-                            f'with {opt.nClasses} classes ({type(e).__name__}: {e})') from None
+        except Exception as e:  # a damaged file, or another network or class count
+            raise UserError(f'--testOnly: {model_path} cannot be loaded as --netType '
+                            f'{opt.netType} with {opt.nClasses} classes ({type(e).__name__}: '
+                            f'{" ".join(str(e).split())[:200]}); it is damaged or of another '
+                            f'network: give the --netType it was trained with, or retrain the '
+                            f'split') from None
         result_path = os.path.join(split_dir, 'result.json')
         trained = None
         if os.path.isfile(result_path):

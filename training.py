@@ -30,6 +30,7 @@ import os
 import shutil
 import sys
 import time
+import zipfile
 import zlib
 
 import numpy as np
@@ -134,6 +135,7 @@ def trained_arrays(optimizer):
     state (e.g. NesterovAG's velocity), the arrays one update changes."""
     arrays = {}
     for name, param in optimizer.target.namedparams():
+        name = name.lstrip('/')
         arrays[name] = param.array
         rule = getattr(param, 'update_rule', None)
         for key, value in (getattr(rule, 'state', None) or {}).items():
@@ -588,16 +590,35 @@ def remove_stale_temps(split_dir):
     return removed
 
 
+def _snapshot_error(path, split, what):
+    return UserError(f'{path}: cannot resume from it ({" ".join(str(what).split())[:200]}); it is '
+                     f'damaged or belongs to another run: delete it to start split {split} again '
+                     f'from epoch 0 (run.json keeps the seed)')
+
+
+def check_snapshot(path, split):
+    """Check that ``path`` is a whole trainer snapshot (every zip member's CRC, the updater's
+    iteration present) before anything of the split is touched; UserError saying what to
+    delete otherwise."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            damaged = z.testzip()
+            names = set(z.namelist())
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
+        raise _snapshot_error(path, split, f'{type(e).__name__}: {e}') from None
+    if damaged is not None:
+        raise _snapshot_error(path, split, f'member {damaged} fails its CRC check')
+    if 'updater/iteration.npy' not in names:
+        raise _snapshot_error(path, split, 'no updater/iteration: not a trainer snapshot')
+
+
 def load_snapshot(path, trainer, split):
     """Load ``path`` (a split's ``snapshot.npz``) into ``trainer``; a damaged file or one of
     another run is a UserError saying what to delete."""
     try:
         chainer.serializers.load_npz(path, trainer)
     except Exception as e:  # noqa: BLE001 - zip, npz and key/shape errors alike
-        raise UserError(f'{path}: cannot resume from it ({type(e).__name__}: '
-                        f'{" ".join(str(e).split())[:200]}); it is damaged or belongs to another '
-                        f'run: delete it to start split {split} again from epoch 0 (run.json '
-                        f'keeps the seed)') from None
+        raise _snapshot_error(path, split, f'{type(e).__name__}: {e}') from None
 
 
 _GLOBAL_BN = []
