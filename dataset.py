@@ -9,6 +9,11 @@ Three ``chainer.dataset.DatasetMixin`` classes:
 - :class:`PairDataset` — mixing methods: two clips of different classes and their labels; the
   mixing itself happens inside the network (``intermix.Mixer``), at the input or a hidden layer.
 - :class:`TestDataset` — ``nCrops`` crops at equal strides of a whole clip, and its label.
+
+The training iterator's :class:`EpochOrderSampler` numbers the draws ``epoch * n + index`` so that
+every draw of the training datasets has its own random stream (docs/method.md §6.8).
+:func:`check_definition` refuses a file whose folds or labels do not fit the dataset's definition
+in ``datagen.registry``.
 """
 import os
 
