@@ -17,8 +17,10 @@ runs one job whose ranks each train on a scattered part of the training clips (`
 per rank); only rank 0 writes and prints. Without ``--communicator`` nothing imports ChainerMN
 or mpi4py.
 
-Exit status: 0 done; 2 a user error (bad flag, missing or bad data), one line on stderr;
-3 training stopped on a non-finite loss (the last snapshot is kept); 130 interrupted. Under MPI
+Exit status: 0 done; 2 a user error (bad flag, missing, damaged or foreign data or run file, a
+--save that cannot be written), one line on stderr, nothing written changed; 3 training stopped
+on a non-finite loss or non-finite weights (the last snapshot is kept); 1 a write failed (full
+disk, permissions: one line; --resume continues); 130 interrupted. Under MPI
 the same codes; a rank that fails after the collective set-up checks ends the whole job with
 ``MPI_Abort`` (status 1 for an unexpected exception, with its traceback).
 """
