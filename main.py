@@ -412,8 +412,8 @@ def main(argv=None):
     """Command-line entry point of ``main.py`` (module docstring): train or test every split.
 
     ``argv``: the arguments (None reads ``sys.argv``). Returns the exit status: 0 done, 2 a user
-    error (one line on stderr, nothing written), 3 a non-finite loss, 130 Ctrl-C; under MPI a
-    failing rank ends the job (``MPI_Abort``).
+    error (one line on stderr, nothing written), 3 a non-finite loss or weights, 1 a failed write
+    (one line), 130 Ctrl-C; under MPI a failing rank ends the job (``MPI_Abort``).
     """
     opt = opts.parse(argv)
     world = mpi_world_size()
