@@ -9,6 +9,11 @@ Three ``chainer.dataset.DatasetMixin`` classes:
 - :class:`PairDataset` — mixing methods: two clips of different classes and their labels; the
   mixing itself happens inside the network (``intermix.Mixer``), at the input or a hidden layer.
 - :class:`TestDataset` — ``nCrops`` crops at equal strides of a whole clip, and its label.
+
+The training iterator's :class:`EpochOrderSampler` numbers the draws ``epoch * n + index`` so that
+every draw of the training datasets has its own random stream (docs/method.md §6.8).
+:func:`check_definition` refuses a file whose folds or labels do not fit the dataset's definition
+in ``datagen.registry``.
 """
 import os
 
@@ -44,7 +49,42 @@ def load_dataset(data_dir, dataset, fs, allow_pickle=False):
     soundset = npzio.load_sound_npz(path, allow_pickle=allow_pickle)
     if int(soundset.fs) != int(fs):
         raise UserError(f'{path}: holds {soundset.fs} Hz audio, the network needs {fs} Hz')
+    check_definition(soundset, dataset, data_dir)
     return soundset
+
+
+def check_definition(soundset, dataset, data_dir='DATA'):
+    """Refuse a loaded file whose folds or labels do not fit ``dataset`` in the registry.
+
+    ``datagen.registry`` defines each dataset's folds (1..n_folds) and classes (labels
+    0..n_classes-1). A file of the current format must hold exactly n_classes class names, fold
+    numbers within 1..n_folds and labels below n_classes; a legacy pickled file (no class names
+    of its own) only the folds and labels. Raises UserError naming the file, what does not fit and
+    the generator to rebuild it with. Returns ``soundset``.
+    """
+    info = registry.get(dataset)
+    path = soundset.path
+    redo = f'regenerate it with: python3 {info.generator} {data_dir} --source ...'
+    if not soundset.legacy and soundset.n_classes != info.n_classes:
+        raise UserError(f'{path}: {soundset.n_classes} classes, but {info.title} has '
+                        f'{info.n_classes} (a file of another dataset?); {redo}')
+    outside = [k for k in sorted(soundset.folds) if not 1 <= k <= info.n_folds]
+    if outside:
+        raise UserError(f'{path}: fold{"s" * (len(outside) > 1)} '
+                        f'{", ".join(map(str, outside))} not in {info.title} (folds '
+                        f'1-{info.n_folds}); {redo}')
+    for k in sorted(soundset.folds):
+        labels = soundset.folds[k][1]
+        if len(labels) and int(labels.max()) >= info.n_classes:
+            raise UserError(f'{path}: fold {k} has label {int(labels.max())}, but {info.title} '
+                            f'has labels 0-{info.n_classes - 1}; {redo}')
+    return soundset
+
+
+def missing_folds(soundset, n_folds):
+    """The folds of 1..``n_folds`` that ``soundset`` lacks or holds no clip of (sorted list)."""
+    return [k for k in range(1, n_folds + 1)
+            if k not in soundset.folds or len(soundset.folds[k][1]) == 0]
 
 
 def split_folds(soundset, split):
@@ -52,7 +92,7 @@ def split_folds(soundset, split):
 
     Returns ``(train_sounds, train_labels), (test_sounds, test_labels)``: lists of int16 arrays
     and int32 arrays. Raises UserError naming ``--split`` if that fold is not in the file, or if
-    no other fold is there to train on.
+    it or the other folds together hold no clip.
     """
     folds = sorted(soundset.folds)
     if split not in soundset.folds:
@@ -69,6 +109,10 @@ def split_folds(soundset, split):
         train_sounds.extend(sounds)
         train_labels.extend(int(v) for v in labels)
     test_sounds, test_labels = soundset.folds[split]
+    for clips, what in ((test_sounds, f'the test fold {split}'), (train_sounds, 'the other folds')):
+        if len(clips) == 0:
+            raise UserError(f'--split {split}: {soundset.path} has no clips in {what}; choose '
+                            f'another --split, or regenerate the file')
     return ((train_sounds, np.asarray(train_labels, dtype=np.int32)),
             (list(test_sounds), np.asarray(test_labels, dtype=np.int32)))
 
@@ -106,39 +150,66 @@ class Preprocessor:
 
 
 class _RandomDataset(chainer.dataset.DatasetMixin):
-    """Base of the training datasets: a random stream per process.
+    """Base of the training datasets: a random stream of its own for every draw.
 
-    In the process that made it, the stream is ``default_rng(seed)`` (reproducible with a serial
-    iterator). Worker processes of ``MultiprocessIterator`` are forks holding a copy of the same
-    state; each one reseeds from ``(seed, pid)`` on first use so that workers draw different crops.
+    Example ``k`` is drawn with ``numpy.random.default_rng([seed, epoch, i])``, where
+    ``epoch, i = divmod(k, len(self))`` (:meth:`draw`): the training iterator's
+    :class:`EpochOrderSampler` hands out ``k = epoch * len(self) + i``, so each example of each
+    epoch has its own stream, a pure function of (seed, epoch, i). Crops, augmentation and pairs
+    are then the same whatever the number of worker processes and whichever worker draws them,
+    and a run resumed from a snapshot (which holds the iterator's order) draws exactly what the
+    uninterrupted run draws. An index below ``len(self)`` is a draw of epoch 0.
+    ``seed`` None draws one at random (recorded in :attr:`seed`).
     """
 
     def __init__(self, sounds, labels, preprocessor, seed=None):
         self.sounds = sounds
         self.labels = np.asarray(labels, dtype=np.int32)
         self.pre = preprocessor
-        self.seed = seed
-        self._pid = os.getpid()
-        self._rng = np.random.default_rng(seed)
+        self.seed = int(np.random.SeedSequence().entropy if seed is None else seed)
 
-    @property
-    def rng(self):
-        pid = os.getpid()
-        if pid != self._pid:
-            self._pid = pid
-            entropy = [pid] if self.seed is None else [self.seed, pid]
-            self._rng = np.random.default_rng(entropy)
-        return self._rng
+    def draw(self, k):
+        """``(i, rng)`` of draw ``k`` (int >= 0): the example index ``k mod len(self)`` and the
+        ``numpy.random.Generator`` of that draw."""
+        epoch, i = divmod(int(k), len(self))
+        return i, np.random.default_rng([self.seed, epoch, i])
+
+
+class EpochOrderSampler:
+    """The training iterator's order of examples in each epoch, from ``(seed, epoch)`` alone.
+
+    Chainer calls it at the start of every epoch with the previous order (the first time with
+    ``arange(n)``). It returns ``epoch * n + perm`` for epoch 1, 2, ... (read off the previous
+    order's values), where ``perm`` is a permutation of 0..n-1 drawn by
+    ``default_rng([seed, epoch])``, or 0..n-1 in file order with ``shuffle=False``; the datasets
+    decode these draw numbers (:meth:`_RandomDataset.draw`). Holding no state of its own, it
+    continues exactly after ``--resume``, where the snapshot restores the iterator's order.
+    """
+
+    def __init__(self, seed, shuffle=True):
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
+
+    def __call__(self, current_order, current_position):
+        n = len(current_order)
+        return self.order(int(np.max(current_order)) // n + 1 if n else 1, n)
+
+    def order(self, epoch, n):
+        """The draw numbers of ``epoch`` (>= 1) for ``n`` examples: int64 array (n,)."""
+        perm = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
+                else np.arange(n))
+        return perm.astype(np.int64) + epoch * n
 
 
 class TrainDataset(_RandomDataset):
-    """Standard learning: example i is ``(crop float32 (T,), label int32)`` of clip i."""
+    """Standard learning: draw k is ``(crop float32 (T,), label int32)`` of clip ``k mod n``."""
 
     def __len__(self):
         return len(self.sounds)
 
-    def get_example(self, i):
-        return self.pre.train(self.sounds[i], self.rng), self.labels[i]
+    def get_example(self, k):
+        i, rng = self.draw(k)
+        return self.pre.train(self.sounds[i], rng), self.labels[i]
 
 
 class PairDataset(_RandomDataset):
@@ -162,9 +233,9 @@ class PairDataset(_RandomDataset):
     def __len__(self):
         return len(self.sounds) // 2
 
-    def get_example(self, i):
+    def get_example(self, k):
         n = len(self.sounds)
-        rng = self.rng
+        _, rng = self.draw(k)
         while True:
             a, b = rng.integers(0, n, size=2)
             if self.labels[a] != self.labels[b]:

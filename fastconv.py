@@ -201,9 +201,14 @@ def _executor(n_threads):
 
 
 def _run_jobs(jobs, work, make_state):
-    """Run ``work(state, job)`` for every job on the worker threads; each worker pulls jobs from
-    a shared queue and owns one ``make_state()`` (its buffers). Returns the states used. A single
-    job runs in the calling thread (still with single-threaded BLAS when workers are in use)."""
+    """Run ``work(state, job)`` for every job on the worker threads; each worker owns one
+    ``make_state()`` (its buffers). Returns the states used, in worker order. A single job runs
+    in the calling thread (still with single-threaded BLAS when workers are in use).
+
+    Jobs are dealt out in a fixed order, worker w taking jobs w, w + nw, w + 2 nw, ... (the
+    tiles are of equal size), not pulled from a shared queue: what a state accumulates, and in
+    which order, is then the same in every run, so the sums over jobs (gW, the BN statistics)
+    are bit-reproducible, and so is CPU training (an exact ``--resume``)."""
     threads = _threads()
     nw = min(threads, len(jobs))
     if threads > 1:
@@ -214,22 +219,17 @@ def _run_jobs(jobs, work, make_state):
             for job in jobs:
                 work(state, job)
             return [state]
-        it = iter(jobs)
-        lock = threading.Lock()
 
-        def run():
+        def run(w):
             state = make_state()
-            while True:
-                with lock:
-                    job = next(it, None)
-                if job is None:
-                    return state
+            for job in jobs[w::nw]:
                 work(state, job)
+            return state
 
         pool = _executor(nw - 1)
-        futures = [pool.submit(run) for _ in range(nw - 1)]
+        futures = [pool.submit(run, w) for w in range(1, nw)]
         try:
-            states = [run()]
+            states = [run(0)]
         finally:
             states_rest = [f.result() for f in futures]
         return states + states_rest

@@ -17,15 +17,19 @@ runs one job whose ranks each train on a scattered part of the training clips (`
 per rank); only rank 0 writes and prints. Without ``--communicator`` nothing imports ChainerMN
 or mpi4py.
 
-Exit status: 0 done; 2 a user error (bad flag, missing or bad data), one line on stderr;
-3 training stopped on a non-finite loss (the last snapshot is kept); 130 interrupted. Under MPI
+Exit status: 0 done; 2 a user error (bad flag, missing, damaged or foreign data or run file, a
+--save that cannot be written), one line on stderr, nothing written changed; 3 training stopped
+on a non-finite loss or non-finite weights (the last snapshot is kept); 1 a write failed (full
+disk, permissions: one line; --resume continues); 130 interrupted. Under MPI
 the same codes; a rank that fails after the collective set-up checks ends the whole job with
 ``MPI_Abort`` (status 1 for an unexpected exception, with its traceback).
 """
 import copy
+import errno
 import json
 import os
 import sys
+import tempfile
 import traceback
 
 import numpy as np
@@ -41,6 +45,8 @@ import utils
 from utils import UserError
 
 PROG = 'main.py'
+# OSErrors of the file system (not of the program) that main() reports as one line, status 1.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
 
 
 def select_device(gpu, intra_rank=None):
@@ -82,12 +88,92 @@ def select_device(gpu, intra_rank=None):
     return device, f'device: GPU {gpu} (CuPy {cuda.cupy.__version__}, {cudnn}; {how})'
 
 
+# What each JSON file of a split must hold (key: test of its value), and what to do when it
+# does not: checked by read_split_json wherever main.py reads them.
+SPLIT_JSON = {
+    'run.json': ({'seed': lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                  'settings': lambda v: isinstance(v, dict)},
+                 'it records the split\'s seed and settings: restore it, or delete the folder '
+                 '{split_dir} to run the split again from the start'),
+    'result.json': ({'final_error': lambda v: _finite(v) and 0 <= v <= 100,
+                     'final_epoch': lambda v: isinstance(v, int) and v >= 1},
+                    'delete it and rerun with --resume: the split is finished again from its '
+                    'snapshot.npz (or trained again without one)'),
+}
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def read_split_json(path):
+    """The JSON object of a split's ``run.json`` or ``result.json`` (by the file's name), checked
+    against :data:`SPLIT_JSON`. Raises UserError naming the file, what is wrong and what to do
+    (a damaged file is never read as if it were fine, nor overwritten)."""
+    name = os.path.basename(path)
+    required, fix = SPLIT_JSON[name]
+    fix = fix.format(split_dir=os.path.dirname(path))
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f'{path}: unreadable or not JSON ({" ".join(str(e).split())}); '
+                        f'{fix}') from None
+    if not isinstance(value, dict):
+        raise UserError(f'{path}: not a JSON object; {fix}')
+    for key, valid in required.items():
+        if key not in value or not valid(value[key]):
+            what = 'missing' if key not in value else f'invalid ({value[key]!r})'
+            raise UserError(f'{path}: {key} {what}; {fix}')
+    return value
+
+
+def check_save(save):
+    """Refuse a ``--save`` that is a file or cannot be written, before anything is written.
+
+    Walks up to the nearest existing folder (``save`` itself when it exists) and creates and
+    deletes a temporary file there, so read-only file systems and missing permissions are
+    found as well as a file in the way. Raises UserError naming ``--save``.
+    """
+    probe = os.path.abspath(save)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        where = 'is a file' if probe == os.path.abspath(save) else f'lies under the file {probe}'
+        raise UserError(f'--save {save}: {where}, not a folder; give a folder path (one '
+                        f'subfolder per split is written there)')
+    try:
+        fd, tmp = tempfile.mkstemp(prefix='.write-test-', dir=probe)
+        os.close(fd)
+        os.remove(tmp)
+    except OSError as e:
+        raise UserError(f'--save {save}: cannot write in {probe} ({e.strerror or e}); choose '
+                        f'another --save, or make {probe} writable') from None
+
+
+def select_splits(opt, soundset, say=print):
+    """``--split -1`` over a file lacking folds: keep the splits whose folds are present (and hold
+    clips), and ``say`` which are missing. ``opt.splits`` is updated; an explicit ``--split`` is
+    left to :func:`dataset.split_folds`, which names it. Returns the missing folds; UserError
+    when no fold is left."""
+    missing = dataset.missing_folds(soundset, opt.nFolds)
+    if opt.split != -1 or not missing:
+        return []
+    opt.splits = [k for k in opt.splits if k not in missing]
+    if not opt.splits:
+        raise UserError(f'--split -1: {soundset.path} holds no clips of any fold of '
+                        f'{opt.dataset}; regenerate it')
+    say(f'{soundset.path}: fold{"s" * (len(missing) > 1)} {", ".join(map(str, missing))} of '
+        f'{opt.nFolds} missing or empty: running split{"s" * (len(opt.splits) > 1)} '
+        f'{", ".join(map(str, opt.splits))} only', flush=True)
+    return missing
+
+
 def split_seed(opt, split_dir):
     """The split's seed: recorded in run.json at its first start and reused by --resume."""
     path = os.path.join(split_dir, 'run.json')
     if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)['seed']
+        return read_split_json(path)['seed']
     base = opt.seed if opt.seed is not None else int(np.random.SeedSequence().entropy % 2 ** 31)
     return base + 1000 * opt.split_now
 
@@ -99,12 +185,12 @@ def check_split_dir(opt, split, split_dir):
     run_file = os.path.join(split_dir, 'run.json')
     if os.path.isfile(result):
         if opt.resume:
+            read_split_json(result)
             return 'done'
         raise UserError(f'--save {opt.save}: split {split} is finished ({result}); pass '
                         f'--resume to skip finished splits, or choose another --save')
     if os.path.isfile(run_file):
-        with open(run_file) as f:
-            before = json.load(f)['settings']
+        before = read_split_json(run_file)['settings']
         now = training.settings_of(opt)
         changed = [k for k in now if k in before and before[k] != now[k]]
         if opt.resume and changed:
@@ -114,19 +200,22 @@ def check_split_dir(opt, split, split_dir):
         if not opt.resume and os.path.isfile(snapshot):
             raise UserError(f'--save {opt.save}: split {split} has an unfinished run '
                             f'({snapshot}); pass --resume to continue it, or choose another --save')
-    return 'resume' if opt.resume and os.path.isfile(snapshot) else 'new'
+    if opt.resume and os.path.isfile(snapshot):
+        training.check_snapshot(snapshot, split)
+        return 'resume'
+    return 'new'
 
 
 def prepare_split(opt, split, split_dir):
     """Rank 0's bookkeeping before a split: ('done', result) or (state, seed), run.json written."""
     state = check_split_dir(opt, split, split_dir)
     if state == 'done':
-        with open(os.path.join(split_dir, 'result.json')) as f:
-            return state, json.load(f)
+        return state, read_split_json(os.path.join(split_dir, 'result.json'))
     os.makedirs(split_dir, exist_ok=True)
     seed = split_seed(opt, split_dir)
-    utils.write_json(os.path.join(split_dir, 'run.json'),
-                     {'seed': seed, 'settings': training.settings_of(opt)})
+    if state != 'resume':  # a resumed split keeps its run.json (checked: same settings)
+        utils.write_json(os.path.join(split_dir, 'run.json'),
+                         {'seed': seed, 'settings': training.settings_of(opt)})
     return state, seed
 
 
@@ -186,14 +275,16 @@ def run_test_only(opt, soundset, device):
         model = training.build_model(opt, device)
         try:
             chainer.serializers.load_npz(model_path, model)
-        except Exception as e:  # wrong network or classes for this file
-            raise UserError(f'--testOnly: {model_path} does not fit --netType {opt.netType} '
-                            f'with {opt.nClasses} classes ({type(e).__name__}: {e})') from None
+        except Exception as e:  # a damaged file, or another network or class count
+            raise UserError(f'--testOnly: {model_path} cannot be loaded as --netType '
+                            f'{opt.netType} with {opt.nClasses} classes ({type(e).__name__}: '
+                            f'{" ".join(str(e).split())[:200]}); it is damaged or of another '
+                            f'network: give the --netType it was trained with, or retrain the '
+                            f'split') from None
         result_path = os.path.join(split_dir, 'result.json')
         trained = None
         if os.path.isfile(result_path):
-            with open(result_path) as f:
-                trained = json.load(f)
+            trained = read_split_json(result_path)
         split_opt = copy.copy(opt)
         if not getattr(opt, 'nCropsGiven', True) and trained is not None:
             # the crops the split was tested with, so that its error is reproduced
@@ -225,12 +316,15 @@ def summarise(opt, results, name):
     splits = sorted(results)
     errors = [results[k]['final_error'] for k in splits]
     mean, se = utils.mean_and_standard_error(errors)
+    if len(splits) == 1:
+        se = None  # one split has no standard error (utils gives 0.0)
     print('split  final error (%)')
     for k, e in zip(splits, errors):
         print(f'{k:>5}  {e:6.2f}')
-    print(f'{opt.dataset} {opt.netType} {opt.learning}: {mean:.2f} +- {se:.2f} % '
-          f'(mean +- standard error over {len(splits)} split{"s" * (len(splits) != 1)}; '
-          f'{opt.nFolds} in the dataset)')
+    print(f'{opt.dataset} {opt.netType} {opt.learning}: ' + (
+        f'{mean:.2f} % (one split: no standard error' if se is None else
+        f'{mean:.2f} +- {se:.2f} % (mean +- standard error over {len(splits)} splits') +
+        f'; {opt.nFolds} in the dataset)')
     summary = {'dataset': opt.dataset, 'netType': opt.netType, 'learning': opt.learning,
                'splits': splits, 'errors': errors, 'mean_error': mean, 'standard_error': se,
                'complete': len(splits) == opt.nFolds, 'settings': training.settings_of(opt)}
@@ -318,8 +412,8 @@ def main(argv=None):
     """Command-line entry point of ``main.py`` (module docstring): train or test every split.
 
     ``argv``: the arguments (None reads ``sys.argv``). Returns the exit status: 0 done, 2 a user
-    error (one line on stderr, nothing written), 3 a non-finite loss, 130 Ctrl-C; under MPI a
-    failing rank ends the job (``MPI_Abort``).
+    error (one line on stderr, nothing written), 3 a non-finite loss or weights, 1 a failed write
+    (one line), 130 Ctrl-C; under MPI a failing rank ends the job (``MPI_Abort``).
     """
     opt = opts.parse(argv)
     world = mpi_world_size()
@@ -355,6 +449,11 @@ def main(argv=None):
         kept = (f'the last good checkpoint is {snapshot} (epoch {e.epoch - 1})'
                 if os.path.isfile(snapshot) else 'no checkpoint was written before it')
         return _fail(comm, f'training stopped: {e}; {kept}. Lower --LR or check the data.', 3)
+    except OSError as e:  # the disk, not the program: one line where it is a write or read
+        if comm is not None or e.errno not in WRITE_ERRNOS:
+            raise
+        return _fail(comm, f'{e.filename or "a file of the run"}: {e.strerror}; free space or '
+                           f'fix the permissions of --save {opt.save}, then rerun with --resume', 1)
     except KeyboardInterrupt:
         if rank0:
             print(f'\n{PROG}: interrupted; continue with the same command plus --resume',
@@ -408,7 +507,9 @@ def _run_on(opt, comm, device, line):
         if rank0:
             for r, text in enumerate(lines):
                 print(f'rank {r}: {text}; {opt.nWorkers} data worker process(es)', flush=True)
+    training.on_root(comm, check_save, opt.save)
     soundset = load_data(opt, comm)
+    select_splits(opt, soundset, say=print if rank0 else lambda *a, **k: None)
     if opt.testOnly:
         results = run_test_only(opt, soundset, device)
         summarise(opt, results, 'summary_testOnly.json')

@@ -31,10 +31,12 @@ batch of one step is N x ``--batchSize``. ``--mnBN`` normalises over the global 
 """
 import argparse
 import collections
+import math
 import os
 
 import intermix
 import models
+import utils
 from datagen import registry
 
 # ChainerMN communicators offered by --communicator (naive is the only one that runs on the CPU).
@@ -64,7 +66,7 @@ def build_parser():
     :data:`LEARNING`, ``intermix.COMBINATIONS``); defaults left as None are filled by
     :func:`resolve` from the network and the learning method.
     """
-    p = argparse.ArgumentParser(
+    p = utils.OneLineParser(
         prog='main.py',
         description='Train and test sound classifiers with standard, BC, SpeechMix or InterMix '
                     'learning (one model per split).')
@@ -168,8 +170,43 @@ def parse(argv=None):
     opt = parser.parse_args(argv)
     try:
         resolve(opt)
+        check_numbers(opt)
     except ValueError as e:
         parser.error(str(e))
+    return opt
+
+
+# Range of every float flag: (low, low included, high, high included, what to give instead).
+FLOAT_RANGES = {
+    'LR': (0.0, False, math.inf, False, 'a learning rate > 0, e.g. 0.01'),
+    'momentum': (0.0, True, 1.0, False, 'a Nesterov momentum in [0, 1), e.g. 0.9 (the default)'),
+    'weightDecay': (0.0, True, math.inf, False, 'a weight decay >= 0, e.g. 5e-4 (the default)'),
+}
+
+
+def check_numbers(opt):
+    """Refuse a numeric flag that is not finite or lies outside its range (after :func:`resolve`).
+
+    Floats: ``--LR`` in (0, inf), ``--momentum`` in [0, 1), ``--weightDecay`` in [0, inf),
+    ``--fgsm`` epsilons in [0, inf), all finite (``nan`` and ``inf`` are refused: they would train
+    a network of NaN weights; :func:`resolve` keeps ``--schedule`` fractions in (0, 1)). Integers: ``--gpu`` >= -1,
+    ``--seed`` >= 0. Raises ValueError '--FLAG VALUE: what is wrong; what to give instead'.
+    """
+    for flag, (low, low_in, high, high_in, hint) in FLOAT_RANGES.items():
+        value = getattr(opt, flag)
+        inside = (low <= value if low_in else low < value) and (
+            value <= high if high_in else value < high)
+        if not math.isfinite(value) or not inside:
+            what = 'not a finite number' if not math.isfinite(value) else 'out of range'
+            raise ValueError(f'--{flag} {value}: {what}; give {hint}')
+    bad = [e for e in opt.fgsm or [] if not math.isfinite(e)]  # (--schedule: resolve checks)
+    if bad:
+        raise ValueError(f'--fgsm {" ".join(map(str, opt.fgsm))}: {bad[0]} is not a finite '
+                         f'number; give epsilons >= 0')
+    if opt.gpu is not None and opt.gpu < -1:
+        raise ValueError(f'--gpu {opt.gpu}: no such device; give a GPU id >= 0, or -1 for the CPU')
+    if opt.seed is not None and opt.seed < 0:
+        raise ValueError(f'--seed {opt.seed}: negative; give a seed >= 0')
     return opt
 
 

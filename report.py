@@ -14,7 +14,6 @@ it were the whole cross-validation. ``--paper`` adds the paper's numbers (docs/m
 Writes ``OUT/report.md``, ``OUT/report.csv`` (one row per cell, with every split's error) and
 ``OUT/report.png`` (bars with standard-error whiskers; the paper's values as markers).
 """
-import argparse
 import csv
 import io
 import json
@@ -134,12 +133,39 @@ def find_splits(roots):
     return sorted(set(found))
 
 
-def _read_json(path):
+def _read_json(path, required=()):
+    """The JSON object in ``path``, with each key of ``required`` ({key: test}) present and
+    passing its test; UserError naming the file, what is wrong and what to do otherwise."""
+    fix = ('pass the folders of finished runs only, or restore the file (main.py rewrites '
+           'result.json when the split is rerun with --resume after deleting it)')
     try:
         with open(path) as f:
-            return json.load(f)
+            value = json.load(f)
     except (OSError, ValueError) as e:
-        raise UserError(f'{path}: unreadable ({e})') from None
+        raise UserError(f'{path}: unreadable ({" ".join(str(e).split())}); {fix}') from None
+    if not isinstance(value, dict):
+        raise UserError(f'{path}: not a JSON object; {fix}')
+    for key, valid in required.items():
+        parent, _, child = key.partition('.')
+        item = value.get(parent)
+        if child:
+            item = item.get(child) if isinstance(item, dict) else None
+        if item is None or not valid(item):
+            what = 'missing' if item is None else f'invalid ({item!r})'
+            raise UserError(f'{path}: {key} {what}; {fix}')
+    return value
+
+
+def _is_str(value):
+    return isinstance(value, str)
+
+
+# What report.py needs of each file of a split (key or parent.key: test of its value).
+RUN_KEYS = {'settings.netType': _is_str, 'settings.learning': _is_str,
+            'settings.dataset': lambda v: v in registry.DATASETS,
+            'settings.strongAugment': lambda v: isinstance(v, bool)}
+RESULT_KEYS = {'final_error': lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+               and bool(np.isfinite(v)) and 0 <= v <= 100}
 
 
 def collect(split_dirs):
@@ -151,7 +177,7 @@ def collect(split_dirs):
     """
     cells = {}
     for split_dir in split_dirs:
-        run = _read_json(os.path.join(split_dir, 'run.json'))
+        run = _read_json(os.path.join(split_dir, 'run.json'), RUN_KEYS)
         s = run['settings']
         key = (s['netType'], bool(s['strongAugment']), s['learning'], s['dataset'])
         cell = cells.setdefault(key, {'finished': {}, 'unfinished': [], 'fgsm': {},
@@ -160,7 +186,7 @@ def collect(split_dirs):
         cell['folders'].add(os.path.dirname(split_dir))
         result_path = os.path.join(split_dir, 'result.json')
         if os.path.isfile(result_path):
-            result = _read_json(result_path)
+            result = _read_json(result_path, RESULT_KEYS)
             if split in cell['finished']:
                 raise UserError(f'{split_dir}: split {split} of {"/".join(map(str, key))} '
                                 f'appears twice (also in another folder); pass one run per cell')
@@ -180,6 +206,8 @@ def summarise_cell(dataset, cell):
     n_folds = registry.get(dataset).n_folds
     errors = [cell['finished'][k] for k in sorted(cell['finished'])]
     mean, se = utils.mean_and_standard_error(errors) if errors else (None, None)
+    if len(errors) == 1:
+        se = None  # one split: no standard error (utils gives 0.0)
     missing = sorted(set(range(1, n_folds + 1)) - set(cell['finished']))
     return {'mean': mean, 'se': se, 'n': len(errors), 'n_folds': n_folds,
             'complete': not missing, 'missing': missing, 'unfinished': cell['unfinished'],
@@ -187,9 +215,12 @@ def summarise_cell(dataset, cell):
 
 
 def cell_text(summary):
-    """'7.20 ± 0.41 (5/5)', or with 'incomplete: ...' when splits are missing."""
+    """'7.20 ± 0.41 (5/5)' ('30.00 (1/5; one split: no SE)' for one split), with
+    'incomplete: ...' when splits are missing."""
     if summary['n'] == 0:
         text = 'no finished split'
+    elif summary['se'] is None:
+        text = f'{summary["mean"]:.2f} (1/{summary["n_folds"]}; one split: no SE)'
     else:
         text = f'{summary["mean"]:.2f} ± {summary["se"]:.2f} ({summary["n"]}/{summary["n_folds"]})'
     if not summary['complete']:
@@ -293,7 +324,8 @@ def bar_chart(records, path):
                   for r in recs]
         xs = np.arange(len(recs))
         colors = ['tab:blue' if r['complete'] else 'tab:gray' for r in recs]
-        ax.bar(xs, [r['mean_error'] for r in recs], yerr=[r['standard_error'] for r in recs],
+        ax.bar(xs, [r['mean_error'] for r in recs],
+               yerr=[r['standard_error'] or 0.0 for r in recs],  # one split: no whisker
                color=colors, capsize=4, label='ours (grey: incomplete)')
         paper = [(x, r['paper_error']) for x, r in zip(xs, recs) if r['paper_error'] is not None]
         if paper:
@@ -311,7 +343,7 @@ def bar_chart(records, path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0])
+    p = utils.OneLineParser(prog=PROG, description=__doc__.split('\n\n')[0])
     p.add_argument('runs', nargs='*', help='--save folders of main.py, or folders above them')
     p.add_argument('--paper', action='store_true',
                    help="put the paper's numbers (mean ± SE) beside ours and append the paper's "

@@ -27,8 +27,10 @@ exactly that of the whole fold. Only rank 0 writes files and prints the epoch li
 import json
 import math
 import os
+import shutil
 import sys
 import time
+import zipfile
 import zlib
 
 import numpy as np
@@ -74,7 +76,22 @@ def _label_plot(ylabel, legend, log=False):
             line.set_label(name)
         axes.legend(loc='best', fontsize=8)
         figure.tight_layout()
+        _atomic_savefig(figure)
     return postprocess
+
+
+def _atomic_savefig(figure):
+    """Make ``figure.savefig(path, ...)`` write a temporary file renamed over ``path``.
+
+    Chainer's PlotReport saves straight into the plot's file, so a kill mid-save would leave a
+    truncated PNG; with this (set from the postprocess, just before PlotReport saves) the file is
+    either the previous plot or the new one (:func:`utils.atomic_write`).
+    """
+    save = figure.savefig
+
+    def savefig(path, **kwargs):
+        utils.atomic_write(path, lambda tmp: save(tmp, format='png', **kwargs), suffix='.png')
+    figure.savefig = savefig
 
 
 class NonFiniteLossError(Exception):
@@ -85,6 +102,45 @@ class NonFiniteLossError(Exception):
         self.epoch = epoch
         self.iteration = iteration
         self.value = value
+
+
+class NonFiniteWeightsError(NonFiniteLossError):
+    """Weights, optimizer state or BN statistics became NaN or infinite (at the update of
+    ``iteration``, or found in what was about to be saved); nothing holding them was saved."""
+
+    def __init__(self, epoch, iteration, names):
+        Exception.__init__(self, f'non-finite values in {", ".join(names[:3])}'
+                                 f'{" and others" if len(names) > 3 else ""} at epoch {epoch}, '
+                                 f'iteration {iteration}')
+        self.epoch = epoch
+        self.iteration = iteration
+        self.value = names
+
+
+def non_finite_arrays(arrays):
+    """Names of the float arrays in ``arrays`` ({name: array}, NumPy or CuPy) holding NaN or
+    infinity (any element; found through the array's sum, which is then not finite)."""
+    bad = []
+    for name, a in arrays.items():
+        if a is None or not hasattr(a, 'dtype') or a.dtype.kind not in 'fc':
+            continue
+        xp = chainer.backend.get_array_module(a)
+        if not bool(xp.isfinite(a.sum())):
+            bad.append(name)
+    return bad
+
+
+def trained_arrays(optimizer):
+    """{name: array} of the parameters of ``optimizer``'s target and of their update rules'
+    state (e.g. NesterovAG's velocity), the arrays one update changes."""
+    arrays = {}
+    for name, param in optimizer.target.namedparams():
+        name = name.lstrip('/')
+        arrays[name] = param.array
+        rule = getattr(param, 'update_rule', None)
+        for key, value in (getattr(rule, 'state', None) or {}).items():
+            arrays[f'{name}/{key}'] = value
+    return arrays
 
 
 class AllRanksError(UserError):
@@ -238,17 +294,41 @@ class MixingUpdater(training.updaters.StandardUpdater):
 
     Reports ``main/loss`` and ``main/error`` (%, argmax of the logits against the argmax of the
     target).
+
+    Random numbers: step t (``iteration`` t, 0-based) draws r, phases and the mixing point from
+    ``default_rng([seed, t, 0])`` and reseeds the global NumPy stream (and CuPy's on a GPU), which
+    Chainer's dropout draws from, from ``(seed, t, 1)`` (:meth:`seed_step`). Every stream of a
+    step is thus a function of the seed and the step number, which the snapshot holds, so a run
+    resumed from any epoch's snapshot repeats the uninterrupted run exactly (on the CPU), and each
+    MPI rank (its own ``seed``) keeps its own streams after a resume.
+
+    After every update the parameters and the optimizer state must be finite; otherwise
+    :class:`NonFiniteWeightsError` stops training (as a non-finite loss does, before its update).
     """
 
     def __init__(self, iterator, optimizer, opt, device, seed=None, comm=None):
         super().__init__(iterator, optimizer, device=device)
         self.opt = opt
-        self.rng = np.random.default_rng(seed)
+        self.seed = int(np.random.SeedSequence().entropy if seed is None else seed)
+        self.rng = None  # the stream of the current step (seed_step)
         self.comm = comm
+
+    def seed_step(self):
+        """Set the random streams of the step about to run (``self.iteration``); returns and
+        keeps in ``self.rng`` its ``numpy.random.Generator``."""
+        words = np.random.SeedSequence([self.seed, self.iteration, 1]).generate_state(4)
+        np.random.seed(words)
+        xp = self.device.xp
+        if xp is not np:
+            xp.random.seed(int(words[0]))
+        self.rng = np.random.default_rng([self.seed, self.iteration, 0])
+        return self.rng
 
     def update_core(self):
         optimizer = self.get_optimizer('main')
         model = optimizer.target
+        self.seed_step()
+        epoch = self.epoch + 1  # the epoch this step belongs to (the iterator may pass its end)
         batch = self.get_iterator('main').next()
         xp = self.device.xp
         if not self.opt.mixing:
@@ -260,7 +340,7 @@ class MixingUpdater(training.updaters.StandardUpdater):
             logits, loss, label = self._mixed_forward(model, batch, xp)
         value = float(loss.array)
         if not math.isfinite(value):
-            raise NonFiniteLossError(self.epoch + 1, self.iteration + 1, value)
+            raise NonFiniteLossError(epoch, self.iteration + 1, value)
         error = 100.0 * float((logits.array.argmax(axis=1) != label).mean())
         # Under MPI the loss is reported as a float: ChainerMN's ObservationAggregator, which
         # averages it over the ranks, moves Variables to a ChainerX device (absent here).
@@ -268,6 +348,9 @@ class MixingUpdater(training.updaters.StandardUpdater):
         model.cleargrads()
         loss.backward()
         optimizer.update()
+        bad = non_finite_arrays(trained_arrays(optimizer))
+        if bad:
+            raise NonFiniteWeightsError(epoch, self.iteration + 1, bad)
 
     def _mixed_forward(self, model, batch, xp):
         opt = self.opt
@@ -422,6 +505,12 @@ class JsonLinesLog(training.Extension):
         self.log_report = log_report
         self.path = path
 
+    def initialize(self, trainer):
+        """After ``--resume``: the file as of the snapshot (a killed run may have logged an
+        epoch after it, which is about to run again)."""
+        if self.log_report.log:
+            self(trainer)
+
     def __call__(self, trainer):
         lines = ''.join(json.dumps(entry, sort_keys=True) + '\n' for entry in self.log_report.log)
 
@@ -464,13 +553,72 @@ def format_seconds(seconds):
     return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
 
 
-def save_npz_uncompressed(path, target):
-    """``chainer.serializers.save_npz`` without zip compression.
+def save_npz_uncompressed(path, target, where=None):
+    """``chainer.serializers.save_npz`` without zip compression, refusing non-finite values.
 
-    Float weights barely compress, and compressing EnvNet-v2's ~0.8 GB snapshot (weights plus
-    momentum) costs tens of seconds per epoch.
+    ``target``: a Link, a Trainer or the dict Chainer's snapshot serialised it to; ``path`` a
+    file name (written in place: the callers write to a temporary name and rename it). The
+    members are written by :func:`utils.savez_stable`, so equal weights give a byte-identical
+    file. Float weights barely compress, and compressing EnvNet-v2's ~0.8 GB snapshot (weights
+    plus momentum) costs tens of seconds per epoch.
+
+    Raises :class:`NonFiniteWeightsError` (nothing written) when a float array holds NaN or
+    infinity; ``where`` = (epoch, iteration) names the moment in its message.
     """
-    chainer.serializers.save_npz(path, target, compression=False)
+    arrays = target if isinstance(target, dict) else chainer.serializers.npz.serialize(target)
+    bad = non_finite_arrays(arrays)
+    if bad:
+        epoch, iteration = where or ('?', '?')
+        raise NonFiniteWeightsError(epoch, iteration, bad)
+    utils.savez_stable(path, arrays)
+
+
+def remove_stale_temps(split_dir):
+    """Delete what a killed run left half-written in ``split_dir``: Chainer's snapshot folders
+    (``tmpsnapshot.npz*``) and :func:`utils.atomic_write`'s temporary files (``.NAME.*.tmp*``).
+    Returns the names removed."""
+    removed = []
+    for name in sorted(os.listdir(split_dir)) if os.path.isdir(split_dir) else []:
+        path = os.path.join(split_dir, name)
+        if name.startswith('tmpsnapshot.npz') and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif name.startswith('.') and '.tmp' in name and os.path.isfile(path):
+            os.remove(path)
+        else:
+            continue
+        removed.append(name)
+    return removed
+
+
+def _snapshot_error(path, split, what):
+    return UserError(f'{path}: cannot resume from it ({" ".join(str(what).split())[:200]}); it is '
+                     f'damaged or belongs to another run: delete it to start split {split} again '
+                     f'from epoch 0 (run.json keeps the seed)')
+
+
+def check_snapshot(path, split):
+    """Check that ``path`` is a whole trainer snapshot (every zip member's CRC, the updater's
+    iteration present) before anything of the split is touched; UserError saying what to
+    delete otherwise."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            damaged = z.testzip()
+            names = set(z.namelist())
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
+        raise _snapshot_error(path, split, f'{type(e).__name__}: {e}') from None
+    if damaged is not None:
+        raise _snapshot_error(path, split, f'member {damaged} fails its CRC check')
+    if 'updater/iteration.npy' not in names:
+        raise _snapshot_error(path, split, 'no updater/iteration: not a trainer snapshot')
+
+
+def load_snapshot(path, trainer, split):
+    """Load ``path`` (a split's ``snapshot.npz``) into ``trainer``; a damaged file or one of
+    another run is a UserError saying what to delete."""
+    try:
+        chainer.serializers.load_npz(path, trainer)
+    except Exception as e:  # noqa: BLE001 - zip, npz and key/shape errors alike
+        raise _snapshot_error(path, split, f'{type(e).__name__}: {e}') from None
 
 
 _GLOBAL_BN = []
@@ -606,24 +754,54 @@ def setup_split(opt, train_data, test_data, device, seed, comm=None):
 
 
 def train_iterator(opt, train_sounds, train_labels, rseed):
-    """The repeating training iterator: batches of ``opt.batchSize`` examples of
-    :class:`dataset.PairDataset` (mixing) or :class:`dataset.TrainDataset` (standard), shuffled
-    each epoch from ``rseed`` (file order with ``opt.noShuffle``), preprocessed in
-    ``opt.nWorkers`` worker processes (Chainer's MultiprocessIterator) or in-process when 0."""
+    """The repeating training iterator: batches of ``opt.batchSize`` examples (:func:`batch_size`)
+    of :class:`dataset.PairDataset` (mixing) or :class:`dataset.TrainDataset` (standard),
+    shuffled each epoch from ``(rseed, epoch)`` by :class:`dataset.EpochOrderSampler` (file order
+    with ``opt.noShuffle``), preprocessed in ``opt.nWorkers`` worker processes (Chainer's
+    MultiprocessIterator) or in-process when 0; every draw's random stream comes from
+    ``(rseed + 1, epoch, index)``, whichever process draws it."""
     pre = dataset.Preprocessor(opt.inputLength, strong_augment=opt.strongAugment)
     if opt.mixing:
         train_set = dataset.PairDataset(train_sounds, train_labels, pre, seed=rseed + 1)
     else:
         train_set = dataset.TrainDataset(train_sounds, train_labels, pre, seed=rseed + 1)
-    if getattr(opt, 'noShuffle', False):
-        order_kw = {'shuffle': False}
-    else:
-        order_kw = {'order_sampler': chainer.iterators.ShuffleOrderSampler(
-            np.random.RandomState(rseed % 2 ** 32))}
+    sampler = dataset.EpochOrderSampler(rseed, shuffle=not getattr(opt, 'noShuffle', False))
+    batch = batch_size(opt, len(train_set))
     if opt.nWorkers > 0:  # preprocessing in worker processes, overlapping the training step
         return chainer.iterators.MultiprocessIterator(
-            train_set, opt.batchSize, n_processes=opt.nWorkers, n_prefetch=2, **order_kw)
-    return chainer.iterators.SerialIterator(train_set, opt.batchSize, **order_kw)
+            train_set, batch, n_processes=opt.nWorkers, n_prefetch=2, order_sampler=sampler)
+    return chainer.iterators.SerialIterator(train_set, batch, order_sampler=sampler)
+
+
+def own_order(iterator):
+    """Replace the order a training iterator loaded from rank 0's snapshot by this rank's own.
+
+    Under MPI every rank loads rank 0's snapshot, whose iterator order (of the epoch about to
+    run) is rank 0's permutation; :class:`dataset.EpochOrderSampler` derives each rank's order
+    from its own seed and the epoch, so this rank's order of that epoch is rebuilt from them.
+    """
+    state = iterator._state
+    n = len(state.order)
+    order = iterator.order_sampler.order(int(np.max(state.order)) // n, n)
+    if isinstance(iterator, chainer.iterators.MultiprocessIterator):
+        iterator._reset_state(state.current_position, state.epoch, state.is_new_epoch, order)
+    else:
+        iterator._state = state._replace(order=order)
+
+
+def batch_size(opt, n_examples):
+    """The training batch: ``opt.batchSize``, or all ``n_examples`` when there are fewer.
+
+    A batch larger than the training set would span several epochs per step (Chainer's iterator
+    wraps around), so that epochs, the LR schedule and the ETA would jump; with at most one batch
+    of examples an epoch is one step of every example instead. Raises UserError when there is no
+    example to train on.
+    """
+    if n_examples < 1:
+        unit = 'pairs (mixing needs 2 training clips per pair)' if opt.mixing else 'clips'
+        raise UserError(f'--split {getattr(opt, "split_now", "?")}: no training {unit}; '
+                        f'choose another --split or a dataset file with more clips')
+    return min(opt.batchSize, n_examples)
 
 
 def train_split(opt, split, split_dir, train_data, test_data, device, seed, resume=False,
@@ -669,8 +847,9 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
                 trainer.extend(extensions.PlotReport(
                     keys, 'epoch', filename=name, marker=None,
                     postprocess=_label_plot(ylabel, legend, log=name == 'lr.png')))
-        trainer.extend(extensions.snapshot(filename='snapshot.npz',
-                                           savefun=save_npz_uncompressed), trigger=(1, 'epoch'))
+        trainer.extend(extensions.snapshot(  # last of the epoch's extensions (priority -100)
+            filename='snapshot.npz', savefun=lambda path, target: save_npz_uncompressed(
+                path, target, where=(updater.epoch, updater.iteration))), trigger=(1, 'epoch'))
         if sys.stdout.isatty():
             trainer.extend(extensions.ProgressBar(update_interval=1))
 
@@ -684,14 +863,23 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
             all_ranks_ok(comm, visible)
         if os.path.isfile(snapshot):
             # Every rank loads the same snapshot (rank 0's model, optimizer, iterator position).
-            chainer.serializers.load_npz(snapshot, trainer)
+            all_ranks_ok(comm, load_snapshot, snapshot, trainer, split)
+            if comm is not None and comm.rank > 0:
+                own_order(train_iter)
             if writer:
                 print(f'resumed from {snapshot} at epoch {updater.epoch} of {opt.nEpochs}',
                       flush=True)
+    if writer:
+        remove_stale_temps(split_dir)
+        if train_iter.batch_size < opt.batchSize:
+            print(f'split {split}: {train_iter.batch_size} training '
+                  f'{"pairs" if opt.mixing else "clips"}{" on this rank" * (comm is not None)}, '
+                  f'fewer than --batchSize {opt.batchSize}: one batch of {train_iter.batch_size} '
+                  f'per epoch', flush=True)
 
     start = time.time()
     try:
-        trainer.run(show_loop_exception_msg=comm is None)
+        trainer.run(show_loop_exception_msg=False)  # main.py reports the exception
     finally:
         if hasattr(train_iter, 'finalize'):
             train_iter.finalize()
@@ -716,8 +904,8 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
         'settings': settings_of(opt),
     }
     if writer:
-        utils.atomic_write(os.path.join(split_dir, 'model.npz'),
-                           lambda tmp: save_npz_uncompressed(tmp, model), suffix='.npz')
+        utils.atomic_write(os.path.join(split_dir, 'model.npz'), lambda tmp: save_npz_uncompressed(
+            tmp, model, where=(updater.epoch, updater.iteration)), suffix='.npz')
         utils.write_json(os.path.join(split_dir, 'result.json'), result)
     return result
 

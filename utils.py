@@ -4,6 +4,7 @@ docs/method.md §3 (Tokozume et al. 2018, section 4 / the BC-learning reference'
 Preprocessing functions take and return 1-D NumPy arrays of one clip (samples). Randomness comes
 from an explicit ``numpy.random.Generator`` so that runs are reproducible from ``--seed``.
 """
+import argparse
 import json
 import os
 import sys
@@ -18,6 +19,17 @@ class UserError(Exception):
     Entry points catch it, print ``<program>: error: <message>`` on one line to stderr and exit
     with status 2, without a traceback. The message names the flag or file at fault.
     """
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``argparse.ArgumentParser`` whose errors are one line on stderr, exit status 2.
+
+    ``PROG: error: MESSAGE; see PROG --help`` instead of argparse's usage block followed by the
+    message, so that every user error of the programs has the same one-line form.
+    """
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {message}; see {self.prog} --help\n')
 
 
 def atomic_write(path, write_fn, suffix=''):
@@ -140,3 +152,22 @@ def mean_and_standard_error(values):
     if values.size == 1:
         return float(values[0]), 0.0
     return float(values.mean()), float(values.std(ddof=1) / np.sqrt(values.size))
+
+
+def savez_stable(path, arrays):
+    """``numpy.savez`` (uncompressed) with fixed member dates: equal arrays give equal bytes.
+
+    ``arrays``: {name: array-like}; each becomes the member ``name.npy`` (NumPy's format, object
+    arrays pickled as ``numpy.savez`` does), in sorted order (Chainer lists a link's parameters
+    in an order that changes from process to process), dated 1980-01-01 00:00 where
+    ``numpy.savez`` stamps the current time. ``path`` is written in place (callers that need
+    atomicity pass a temporary name). Loads with ``numpy.load`` like any npz; raises OSError
+    when the file cannot be written.
+    """
+    import zipfile
+    with zipfile.ZipFile(path, 'w', compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(name + '.npy', date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o600 << 16
+            with zf.open(info, 'w', force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(arrays[name]), allow_pickle=True)

@@ -67,8 +67,8 @@ def test_pairs_are_always_of_different_classes():
     sounds = [np.full(30, i, dtype=np.int16) for i in range(6)]
     ds = dataset.PairDataset(sounds, [0, 0, 1, 1, 2, 2], dataset.Preprocessor(10), seed=0)
     assert len(ds) == 3
-    for i in range(60):
-        _, _, y_i, y_j = ds.get_example(i % 3)
+    for k in range(60):  # 20 epochs of 3 draws
+        _, _, y_i, y_j = ds.get_example(k)
         assert y_i != y_j
 
 
@@ -83,22 +83,34 @@ def test_mean_and_standard_error_by_hand():
     assert mean == pytest.approx(12.0) and se == pytest.approx(2.0 / np.sqrt(3))
 
 
-def test_worker_processes_draw_their_own_random_streams(monkeypatch):
+def test_each_draw_is_a_function_of_seed_epoch_and_index_whatever_the_process(monkeypatch):
     import os
     sounds = [np.arange(1000, dtype=np.int16) * (i + 1) for i in range(4)]
     ds = dataset.TrainDataset(sounds, [0, 1, 2, 3], dataset.Preprocessor(100), seed=5)
     again = dataset.TrainDataset(sounds, [0, 1, 2, 3], dataset.Preprocessor(100), seed=5)
-    main_stream = [ds.get_example(0)[0] for _ in range(3)]
-    # The same seed in the same process is reproducible.
-    assert all(np.array_equal(a, again.get_example(0)[0]) for a in main_stream)
-    # A forked worker (another pid) holding the same state draws differently from the parent,
-    # and two workers differ from each other.
-    worker_a = dataset.TrainDataset(sounds, [0, 1, 2, 3], dataset.Preprocessor(100), seed=5)
-    worker_b = dataset.TrainDataset(sounds, [0, 1, 2, 3], dataset.Preprocessor(100), seed=5)
-    pid = os.getpid()
-    monkeypatch.setattr(os, 'getpid', lambda: pid + 1)
-    a = [worker_a.get_example(0)[0] for _ in range(3)]
-    monkeypatch.setattr(os, 'getpid', lambda: pid + 2)
-    b = [worker_b.get_example(0)[0] for _ in range(3)]
-    assert not all(np.array_equal(x, y) for x, y in zip(a, main_stream))
-    assert not all(np.array_equal(x, y) for x, y in zip(a, b))
+    first = [ds.get_example(k)[0] for k in range(12)]  # draws 0-11: epochs 0-2 of 4 clips
+    # The same draw again, in another dataset object or another process (a worker), is the same.
+    monkeypatch.setattr(os, 'getpid', lambda: 99999)
+    assert all(np.array_equal(x, again.get_example(k)[0]) for k, x in enumerate(first))
+    assert all(np.array_equal(x, ds.get_example(k)[0]) for k, x in enumerate(first))
+    # Draw k is clip k mod 4 (label), and each epoch crops it anew; another seed differs.
+    assert [int(ds.get_example(k)[1]) for k in range(8)] == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert not np.array_equal(first[0], first[4]) and not np.array_equal(first[4], first[8])
+    other = dataset.TrainDataset(sounds, [0, 1, 2, 3], dataset.Preprocessor(100), seed=6)
+    assert not all(np.array_equal(x, other.get_example(k)[0]) for k, x in enumerate(first))
+
+
+def test_epoch_order_sampler_draws_each_epochs_permutation_from_seed_and_epoch():
+    sampler = dataset.EpochOrderSampler(3)
+    first = sampler(np.arange(5), 0)            # Chainer's first call: epoch 1
+    second = sampler(first, 5)
+    third = sampler(second, 2)
+    for epoch, order in ((1, first), (2, second), (3, third)):
+        assert sorted(order - 5 * epoch) == [0, 1, 2, 3, 4]
+    assert not np.array_equal(first - 5, second - 10)
+    # Stateless: a new sampler given epoch 2's order (as restored from a snapshot) continues alike.
+    assert np.array_equal(dataset.EpochOrderSampler(3)(second, 0), third)
+    assert np.array_equal(sampler.order(2, 5), second)
+    in_order = dataset.EpochOrderSampler(3, shuffle=False)
+    assert in_order(np.arange(5), 0).tolist() == [5, 6, 7, 8, 9]
+    assert in_order(in_order(np.arange(5), 0), 0).tolist() == [10, 11, 12, 13, 14]

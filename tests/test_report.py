@@ -46,13 +46,17 @@ def test_means_standard_errors_and_incomplete_cells(tmp_path, capsys):
     assert os.path.getsize(os.path.join(out, 'report.png')) > 1000
 
 
-def test_single_split_has_zero_standard_error_and_no_paper_without_flag(tmp_path, capsys):
+def test_single_split_has_no_standard_error_and_no_paper_without_flag(tmp_path, capsys):
     make_split(str(tmp_path), 'a', 2, net='envnet', learning='bc', dataset='esc50', error=30.0,
                augment=False)
     assert report.main([str(tmp_path), '--out', str(tmp_path / 'rep')]) == 0
     text = capsys.readouterr().out
-    assert '| envnet / bc | 30.00 ± 0.00 (1/5) incomplete: not run 1,3,4,5 |' in text
+    assert ('| envnet / bc | 30.00 (1/5; one split: no SE) incomplete: not run 1,3,4,5 |'
+            in text)
+    assert '±' not in text.split('| envnet / bc |')[1]
     assert 'paper' not in text
+    row = next(csv.DictReader(open(os.path.join(tmp_path, 'rep', 'report.csv'))))
+    assert row['standard_error'] == '' and row['n_splits'] == '1'
 
 
 def test_fgsm_rows_average_over_splits_with_paper_rows(tmp_path, capsys):
