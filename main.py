@@ -1,6 +1,6 @@
 """Train and test a sound classifier per split; report the error rate per split and overall.
 
-    python3 main.py --data DATA --dataset esc10 --netType envnetv2 --learning intermix \
+    .venv/bin/python main.py --data DATA --dataset esc10 --netType envnetv2 --learning intermix \
         --strongAugment --split 1
 
 One model per split (the test fold); ``--split -1`` runs every split. The result of each split
@@ -10,8 +10,8 @@ standard error of the final error, as Table 1 of the paper) is printed and writt
 
 Multi-process training (ChainerMN over MPI; README, "Multi-process training"):
 
-    mpiexec -n 4 python3 main.py ... --communicator pure_nccl [--mnBN]   # 4 GPUs, one per rank
-    mpiexec -n 2 python3 main.py ... --communicator naive                # CPU
+    .venv/bin/mpiexec -n 4 .venv/bin/python main.py ... --communicator pure_nccl [--mnBN]  # 4 GPUs
+    .venv/bin/mpiexec -n 2 .venv/bin/python main.py ... --communicator naive               # CPU
 
 runs one job whose ranks each train on a scattered part of the training clips (``--batchSize``
 per rank); only rank 0 writes and prints. Without ``--communicator`` nothing imports ChainerMN
@@ -135,6 +135,7 @@ def run_training(opt, soundset, device, comm=None):
     checks the split folder, draws the seed and writes run.json; all ranks train together."""
     say = print if comm is None or comm.rank == 0 else (lambda *a, **k: None)
     results = {}
+    data = training.data_record(soundset) if comm is None or comm.rank == 0 else None
     for split in opt.splits:
         opt.split_now = split
         split_dir = os.path.join(opt.save, f'split{split}')
@@ -142,7 +143,7 @@ def run_training(opt, soundset, device, comm=None):
         state, value = training.on_root(comm, prepare_split, opt, split, split_dir)
         if state == 'done':
             results[split] = value
-            say(f'split {split}: finished before, final error '
+            say(f'split {split}: finished before, final test error '
                 f'{results[split]["final_error"]:.2f}% (skipped)', flush=True)
             continue
         seed = value
@@ -152,7 +153,7 @@ def run_training(opt, soundset, device, comm=None):
         say(f'split {split}: {len(train_data[0])} training clips{per_rank}, {len(test_data[0])} '
             f'test clips, seed {seed}', flush=True)
         result = training.train_split(opt, split, split_dir, train_data, test_data, device, seed,
-                                      resume=state == 'resume', comm=comm)
+                                      resume=state == 'resume', comm=comm, data=data)
         results[split] = result
         say(f'split {split}: final test error {result["final_error"]:.2f}% at epoch '
             f'{result["final_epoch"]} ({result["seconds_this_run"]:.0f} s; best '
@@ -172,10 +173,13 @@ def run_test_only(opt, soundset, device):
         device: the Chainer device.
 
     Returns {split: {'split', 'final_error' (%), 'fgsm' (dict or None)}}; prints one line per
-    split beside the error training reported. Raises UserError when a split has no model or the
-    model does not fit ``--netType`` and the dataset's classes.
+    split beside the error training reported, after a warning line (stderr) for each way the
+    code, library versions or data file differ from the split's record.json
+    (``training.record_differences``). Raises UserError when a split has no model, the model
+    does not fit ``--netType`` and the dataset's classes, or its record.json is damaged.
     """
     results = {}
+    data = training.data_record(soundset)
     for split in opt.splits:
         split_dir = os.path.join(opt.save, f'split{split}')
         model_path = os.path.join(split_dir, 'model.npz')
@@ -189,11 +193,15 @@ def run_test_only(opt, soundset, device):
         except Exception as e:  # wrong network or classes for this file
             raise UserError(f'--testOnly: {model_path} does not fit --netType {opt.netType} '
                             f'with {opt.nClasses} classes ({type(e).__name__}: {e})') from None
+        record = training.read_run_record(split_dir)
         result_path = os.path.join(split_dir, 'result.json')
         trained = None
         if os.path.isfile(result_path):
             with open(result_path) as f:
                 trained = json.load(f)
+        if record is not None:
+            for line in training.record_differences(record, data=data):
+                print(f'{PROG}: warning: split {split}: {line}', file=sys.stderr, flush=True)
         split_opt = copy.copy(opt)
         if not getattr(opt, 'nCropsGiven', True) and trained is not None:
             # the crops the split was tested with, so that its error is reproduced
@@ -225,15 +233,16 @@ def summarise(opt, results, name):
     splits = sorted(results)
     errors = [results[k]['final_error'] for k in splits]
     mean, se = utils.mean_and_standard_error(errors)
-    print('split  final error (%)')
+    print('split  final test error (%)')
     for k, e in zip(splits, errors):
         print(f'{k:>5}  {e:6.2f}')
-    print(f'{opt.dataset} {opt.netType} {opt.learning}: {mean:.2f} +- {se:.2f} % '
+    print(f'{opt.dataset} {opt.netType} {opt.learning}: test error {mean:.2f} +- {se:.2f} % '
           f'(mean +- standard error over {len(splits)} split{"s" * (len(splits) != 1)}; '
           f'{opt.nFolds} in the dataset)')
     summary = {'dataset': opt.dataset, 'netType': opt.netType, 'learning': opt.learning,
                'splits': splits, 'errors': errors, 'mean_error': mean, 'standard_error': se,
-               'complete': len(splits) == opt.nFolds, 'settings': training.settings_of(opt)}
+               'complete': len(splits) == opt.nFolds, 'settings': training.settings_of(opt),
+               'metric': 'test error (%) of the 10-crop test at the final epoch, per split'}
     fgsm = [results[k].get('fgsm') for k in splits]
     if all(fgsm):
         summary['fgsm_mean_error'] = {key: float(np.mean([f[key] for f in fgsm]))
@@ -322,6 +331,7 @@ def main(argv=None):
     failing rank ends the job (``MPI_Abort``).
     """
     opt = opts.parse(argv)
+    opt.argv = list(sys.argv[1:] if argv is None else argv)  # for the run record
     world = mpi_world_size()
     if opt.communicator is None and world > 1:
         if os.environ.get('OMPI_COMM_WORLD_RANK', os.environ.get('PMI_RANK', '0')) == '0':
