@@ -219,7 +219,7 @@ def run_test_only(opt, soundset, device):
             line += f'; training reported {trained["final_error"]:.2f}%'
         print(line, flush=True)
         if fgsm:
-            print(f'split {split}: FGSM error ' + ', '.join(
+            print(f'split {split}: FGSM test error ' + ', '.join(
                 f'{k} {v:.2f}%' for k, v in fgsm.items()), flush=True)
             if trained is not None:
                 trained.setdefault('fgsm', {}).update(fgsm)
@@ -247,7 +247,7 @@ def summarise(opt, results, name):
     if all(fgsm):
         summary['fgsm_mean_error'] = {key: float(np.mean([f[key] for f in fgsm]))
                                       for key in fgsm[0]}
-        print('FGSM, mean over splits: ' + ', '.join(
+        print('FGSM test error, mean over splits: ' + ', '.join(
             f'{k} {v:.2f}%' for k, v in summary['fgsm_mean_error'].items()))
     utils.write_json(os.path.join(opt.save, name), summary)
     return summary

@@ -122,7 +122,7 @@ def test_test_only_reproduces_the_final_error_exactly(tiny_data, tmp_path, capsy
     assert rc == 0, err
     fgsm = json.load(open(os.path.join(save, 'split1', 'result.json')))['fgsm']
     assert fgsm['clean'] == final and fgsm['eps=0'] == final and 'eps=0.01' in fgsm
-    assert 'FGSM error' in out
+    assert 'FGSM test error' in out
 
 
 @pytest.mark.parametrize('learning, eligible, expected', [
