@@ -102,18 +102,6 @@ def find_split(path):
                     f'main.py first, or name the split folder of a finished run')
 
 
-def _read_json(path):
-    try:
-        with open(path) as f:
-            value = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserError(f'{path}: unreadable ({type(e).__name__}: {e}); restore it, or '
-                        f'retrain the split') from None
-    if not isinstance(value, dict):
-        raise UserError(f'{path}: not a JSON object; restore it, or retrain the split')
-    return value
-
-
 def load_run(path):
     """The :class:`Run` named by ``path`` (see :func:`find_split`), from its record.json, else
     its run.json. Raises UserError for a missing or damaged record, or settings the code no
@@ -131,7 +119,8 @@ def load_run(path):
         if not os.path.isfile(source):
             raise UserError(f'{split_dir}: neither {training.RECORD_FILE} nor run.json; name '
                             f'the split folder that main.py wrote')
-        settings = _read_json(source).get('settings') or {}
+        settings = utils.read_json_object(source, 'restore it, or retrain the split').get(
+            'settings') or {}
         names, trim = None, None
         notes.append(f'{split_dir}: no {training.RECORD_FILE} (a run from before run records): '
                      f'class names unknown, shown as class0, class1, ...')

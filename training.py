@@ -1110,15 +1110,8 @@ def read_run_record(split_dir):
     path = os.path.join(split_dir, RECORD_FILE)
     if not os.path.isfile(path):
         return None
-    try:
-        with open(path) as f:
-            record = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserError(f'{path}: unreadable ({type(e).__name__}: {e}); restore it from a '
-                        f'backup or delete it (the run then has no record)') from None
-    if not isinstance(record, dict):
-        raise UserError(f'{path}: not a run record (a JSON object); restore or delete it')
-    return record
+    return utils.read_json_object(path, 'restore it from a backup, or delete it (the run then '
+                                        'has no record)')
 
 
 def _code_text(code):

@@ -81,6 +81,23 @@ def command(script, cwd=None):
     return f'{python} {short(os.path.join(repo, script))}'
 
 
+def read_json_object(path, hint):
+    """The JSON object (dict) in the file ``path``.
+
+    Raises UserError '<path>: unreadable (...); <hint>' when the file cannot be read or parsed,
+    and '<path>: not a JSON object; <hint>' when it holds another JSON value; ``hint`` says what
+    to do.
+    """
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f'{path}: unreadable ({type(e).__name__}: {e}); {hint}') from None
+    if not isinstance(value, dict):
+        raise UserError(f'{path}: not a JSON object; {hint}')
+    return value
+
+
 def write_json(path, obj):
     """Write ``obj`` as indented JSON to ``path`` atomically (see :func:`atomic_write`)."""
     def write(tmp):
