@@ -460,8 +460,8 @@ def per_class_reports(cells, out):
         figure = os.path.join(out, f'confusion-{cell_name(key)}.png')
         sections.append(f'### {row_label(net, augment, learning)}, {dataset}: test error (%) per '
                         f'class at the final epoch\n\n{markdown(header, rows)}{note}\n\n'
-                        f'Confusion matrix summed over the splits: '
-                        f'{os.path.basename(figure)}\n')
+                        f'![Confusion matrix, summed over the splits]'
+                        f'({os.path.basename(figure)})\n')
         records += [{'network': net, 'strong_augment': augment, 'learning': learning,
                      'dataset': dataset, **r} for r in cell_records]
         figures.append((key, names, matrices, figure))

@@ -314,9 +314,12 @@ class TenCropEvaluator(extensions.Evaluator):
     fold, computed in test mode (BN statistics, no dropout) without backprop.
 
     Multi-node (``comm``): each rank tests its disjoint shard of the fold and the ranks sum their
-    (wrong clips, clips) counts with one ``allreduce``, so the error is wrong / total over the
-    whole fold, not a mean of per-rank percentages (ChainerMN's ``create_multi_node_evaluator``
-    averages the ranks' results, which is wrong for shards of unequal size).
+    confusion matrices with one ``allreduce``, so the error is wrong / total over the whole fold,
+    not a mean of per-rank percentages (ChainerMN's ``create_multi_node_evaluator`` averages the
+    ranks' results, which is wrong for shards of unequal size).
+
+    ``n_classes`` (the network's outputs) sizes the confusion matrix, which is kept, for the whole
+    fold, in ``confusion`` after each test (None before the first).
     """
 
     def __init__(self, iterator, target, device=None, comm=None, n_classes=None):
@@ -857,8 +860,7 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
         'settings': settings_of(opt),
         'metrics': METRICS,
     }
-    names = data['class_names'] if data else [f'class{k}' for k in range(opt.nClasses)]
-    result.update(per_class_results(evaluator.confusion, names))
+    result.update(per_class_results(evaluator.confusion, class_names(data, opt.nClasses)))
     if writer:
         utils.atomic_write(os.path.join(split_dir, 'model.npz'),
                            lambda tmp: save_npz_uncompressed(tmp, model), suffix='.npz')
@@ -929,6 +931,14 @@ def data_record(soundset):
             'fs': int(soundset.fs), 'class_names': [str(c) for c in soundset.class_names],
             'clips_per_fold': {str(k): len(soundset.folds[k][0]) for k in sorted(soundset.folds)},
             'legacy_format': bool(soundset.legacy)}
+
+
+def class_names(data, n_classes):
+    """The ``n_classes`` names of a network's outputs: those of the data file (``data``, a
+    :func:`data_record`, or None), completed with 'class{k}' where it names fewer (a legacy
+    pickled file names only the labels it holds, docs/method.md §10.4)."""
+    names = [str(c) for c in (data or {}).get('class_names', [])][:n_classes]
+    return names + [f'class{k}' for k in range(len(names), n_classes)]
 
 
 def _git(root, *args):
@@ -1062,7 +1072,6 @@ def run_record(opt, split, model, device, seed, data=None):
     """
     from datagen import registry
     info = registry.get(opt.dataset)
-    names = list(data['class_names']) if data else [f'class{k}' for k in range(opt.nClasses)]
     return {
         'format': RECORD_FORMAT,
         'written': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
@@ -1073,7 +1082,7 @@ def run_record(opt, split, model, device, seed, data=None):
         'network': {'netType': opt.netType,
                     'parameters': int(sum(p.size for p in model.params() if p.array is not None)),
                     'fs': opt.fs, 'input_length': opt.inputLength, 'n_classes': opt.nClasses},
-        'class_names': names,
+        'class_names': class_names(data, opt.nClasses),
         'data': dict(data or {}, dataset=opt.dataset, trim=info.trim),
         'versions': versions(), 'device': device_record(device), 'code': code_record(),
         'host': {'platform': platform.platform(), 'cpus': os.cpu_count()},

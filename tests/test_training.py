@@ -272,6 +272,9 @@ def test_legacy_pickled_dataset_needs_allow_pickle(tmp_path, capsys):
     assert rc == 2 and '--allowPickle' in err
     rc, _, err = run_main(args + ['--allowPickle'], capsys)
     assert rc == 0, err
+    # The file names two classes (class0, class1); the network's other outputs are named too.
+    names = json.load(open(tmp_path / 'run' / 'split1' / 'record.json'))['class_names']
+    assert names == [f'class{k}' for k in range(10)]
 
 
 def test_stock_conv_flag_trains_the_same_model_without_the_fast_path(tiny_data, tmp_path, capsys,
