@@ -222,29 +222,35 @@ def format_line(path, top, as_json, seconds=None, crops=None):
 
 
 def predict(run, model, files, device, top, as_json, out=None):
-    """Classify ``files`` (paths) in batches and print a line each; returns the bad-file count.
+    """Classify ``files`` (paths) in batches and print a line each, in their order; returns the
+    number of bad files.
 
     A file that cannot be read or converted (``datagen.audio.BadAudio``) gets its error line on
-    stderr (and a JSON error object with ``as_json``) and is skipped.
+    stderr (and, with ``as_json``, a JSON error object in its place on ``out``) and is skipped.
     """
     out = out or sys.stdout
     bad = 0
     with utils.progress(total=len(files), desc='predict', unit='file') as bar:
         for start in range(0, len(files), run.batch_size):
-            batch, clips = [], []
-            for path in files[start:start + run.batch_size]:
+            batch, clips = files[start:start + run.batch_size], []
+            for path in batch:
                 try:
                     clips.append(read_clip(path, run))
-                    batch.append(path)
                 except audio.BadAudio as e:
+                    clips.append(e)
+            probabilities = iter(classify(
+                model, [c for c in clips if not isinstance(c, audio.BadAudio)], run, device))
+            for path, clip in zip(batch, clips):
+                if isinstance(clip, audio.BadAudio):
                     bad += 1
-                    bar.write(f'{PROG}: error: {path}: {e}', file=sys.stderr)
+                    bar.write(f'{PROG}: error: {path}: {clip}', file=sys.stderr)
                     if as_json:
-                        bar.write(json.dumps({'file': path, 'error': str(e)}), file=out)
-            for path, clip, prob in zip(batch, clips, classify(model, clips, run, device)):
-                bar.write(format_line(path, top_classes(prob, run.class_names, top), as_json,
-                                      round(len(clip) / run.fs, 3), run.n_crops), file=out)
-            bar.update(len(files[start:start + run.batch_size]))
+                        bar.write(json.dumps({'file': path, 'error': str(clip)}), file=out)
+                    continue
+                top_k = top_classes(next(probabilities), run.class_names, top)
+                bar.write(format_line(path, top_k, as_json, round(len(clip) / run.fs, 3),
+                                      run.n_crops), file=out)
+            bar.update(len(batch))
     return bad
 
 

@@ -127,7 +127,13 @@ def test_text_lines_top_k_and_the_three_ways_to_name_the_run(trained, capsys):
     assert rc == 0 and len(json.loads(out)['top']) == 10  # capped at the classes
 
 
-def test_bad_files_get_one_line_each_and_the_others_are_classified(trained, tmp_path):
+def predict_json(capsys, *args):
+    """predict.py --json's objects (stdout lines) for ``args``."""
+    predict.main([*map(str, args), '--json'])
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_bad_files_get_one_line_each_and_the_others_are_classified(trained, tmp_path, capsys):
     src, _, _, split_dir = trained
     good = fold1(src)[:2]
     data = open(good[0], 'rb').read()
@@ -143,6 +149,9 @@ def test_bad_files_get_one_line_each_and_the_others_are_classified(trained, tmp_
                            good[1]], cwd=REPO_ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr
     assert [line.split(': ')[0] for line in proc.stdout.splitlines()] == good
+    json_lines = predict_json(capsys, split_dir, good[0], str(text), good[1])
+    assert [(r['file'], 'error' in r) for r in json_lines] == [(good[0], False), (str(text), True),
+                                                               (good[1], False)]
     errors = proc.stderr.splitlines()
     assert len(errors) == 5, proc.stderr
     for line, (path, reason) in zip(errors, [(truncated, 'truncated'),
