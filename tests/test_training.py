@@ -220,6 +220,10 @@ def test_resume_after_kill_mid_epoch_ends_with_the_same_number_of_epochs(tiny_da
     assert [e['epoch'] for e in log] == [1, 2, 3]
     result = json.load(open(os.path.join(save, 'split1', 'result.json')))
     assert result['final_epoch'] == 3
+    # The run record keeps the start and notes the resuming process.
+    record = json.load(open(os.path.join(save, 'split1', 'record.json')))
+    assert len(record['resumed']) == 1 and record['resumed'][0]['written'] >= record['written']
+    assert record['resumed'][0]['command']['argv'][-1] == '--resume'
     # A finished split is skipped by --resume.
     skipped = subprocess.run(cmd + ['--resume'], cwd=REPO_ROOT, capture_output=True, text=True)
     assert skipped.returncode == 0 and 'skipped' in skipped.stdout
