@@ -1,6 +1,6 @@
 """Throughput and memory of one training configuration, whole and by part (README, "Speed").
 
-    python3 bench.py --netType envnetv2 --learning intermix [--gpu -1] [--steps 5] [--warmupSteps 1]
+    .venv/bin/python bench.py --netType envnetv2 --learning intermix [--gpu -1] [--steps 5] [--warmupSteps 1]
                      [--compare] [--data DIR --dataset esc10] [--out FILE] [main.py options ...]
 
 Every option of ``main.py`` that shapes a training step has its meaning here (``--learning``,

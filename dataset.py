@@ -44,8 +44,9 @@ def load_dataset(data_dir, dataset, fs, allow_pickle=False):
     path = dataset_path(data_dir, dataset, fs)
     if not os.path.isfile(path):
         gen = registry.get(dataset).generator
-        raise UserError(f'{path}: not found; the network needs {dataset} at {fs} Hz '
-                        f'(run: python3 {gen} {data_dir} --source ...)')
+        raise UserError(f'{path}: not found; the network needs {dataset} at {fs} Hz (run: '
+                        f'{utils.command(gen)} {data_dir} --source DIR, with DIR the official '
+                        f'release, see README "Data")')
     soundset = npzio.load_sound_npz(path, allow_pickle=allow_pickle)
     if int(soundset.fs) != int(fs):
         raise UserError(f'{path}: holds {soundset.fs} Hz audio, the network needs {fs} Hz')

@@ -2,8 +2,8 @@
 
 Usage::
 
-    python3 esc_gen.py DATA [--source DIR_OR_ZIP] [--workers N] [--skipBad]
-    python3 esc_gen.py --check DATA/esc10/wav44.npz [...]
+    .venv/bin/python esc_gen.py DATA [--source DIR_OR_ZIP] [--workers N] [--skipBad]
+    .venv/bin/python esc_gen.py --check DATA/esc10/wav44.npz [...]
 
 ``--source`` is either an ESC-50 checkout (a directory holding ``meta/esc50.csv`` and
 ``audio/*.wav``) or the ESC-50 master zip (``ESC-50-master/meta/esc50.csv`` etc. inside; members
@@ -64,7 +64,7 @@ import urllib.request
 import zipfile
 
 import utils
-from datagen import audio, pipeline
+from datagen import audio, pipeline, registry
 from datagen.convert import Item
 from datagen.npzio import one_line
 from utils import UserError, atomic_write
@@ -301,7 +301,8 @@ def run(data_dir, source_path=None, workers=None, skip_bad=False):
                         list(ESC10_CLASSES), 'rows with esc10=True'),
     ]
     return pipeline.generate(PROG, data_dir, source.csv_name, CACHE_NAME, rows, items, outputs,
-                             trim=True, workers=workers, skip_bad=skip_bad)
+                             trim=registry.get('esc50').trim,  # esc10's row says the same
+                             workers=workers, skip_bad=skip_bad)
 
 
 if __name__ == '__main__':

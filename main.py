@@ -1,6 +1,6 @@
 """Train and test a sound classifier per split; report the error rate per split and overall.
 
-    python3 main.py --data DATA --dataset esc10 --netType envnetv2 --learning intermix \
+    .venv/bin/python main.py --data DATA --dataset esc10 --netType envnetv2 --learning intermix \
         --strongAugment --split 1
 
 One model per split (the test fold); ``--split -1`` runs every split. The result of each split
@@ -10,8 +10,8 @@ standard error of the final error, as Table 1 of the paper) is printed and writt
 
 Multi-process training (ChainerMN over MPI; README, "Multi-process training"):
 
-    mpiexec -n 4 python3 main.py ... --communicator pure_nccl [--mnBN]   # 4 GPUs, one per rank
-    mpiexec -n 2 python3 main.py ... --communicator naive                # CPU
+    .venv/bin/mpiexec -n 4 .venv/bin/python main.py ... --communicator pure_nccl [--mnBN]  # 4 GPUs
+    .venv/bin/mpiexec -n 2 .venv/bin/python main.py ... --communicator naive               # CPU
 
 runs one job whose ranks each train on a scattered part of the training clips (``--batchSize``
 per rank); only rank 0 writes and prints. Without ``--communicator`` nothing imports ChainerMN
@@ -224,6 +224,7 @@ def run_training(opt, soundset, device, comm=None):
     checks the split folder, draws the seed and writes run.json; all ranks train together."""
     say = print if comm is None or comm.rank == 0 else (lambda *a, **k: None)
     results = {}
+    data = training.data_record(soundset) if comm is None or comm.rank == 0 else None
     for split in opt.splits:
         opt.split_now = split
         split_dir = os.path.join(opt.save, f'split{split}')
@@ -231,7 +232,7 @@ def run_training(opt, soundset, device, comm=None):
         state, value = training.on_root(comm, prepare_split, opt, split, split_dir)
         if state == 'done':
             results[split] = value
-            say(f'split {split}: finished before, final error '
+            say(f'split {split}: finished before, final test error '
                 f'{results[split]["final_error"]:.2f}% (skipped)', flush=True)
             continue
         seed = value
@@ -241,7 +242,7 @@ def run_training(opt, soundset, device, comm=None):
         say(f'split {split}: {len(train_data[0])} training clips{per_rank}, {len(test_data[0])} '
             f'test clips, seed {seed}', flush=True)
         result = training.train_split(opt, split, split_dir, train_data, test_data, device, seed,
-                                      resume=state == 'resume', comm=comm)
+                                      resume=state == 'resume', comm=comm, data=data)
         results[split] = result
         say(f'split {split}: final test error {result["final_error"]:.2f}% at epoch '
             f'{result["final_epoch"]} ({result["seconds_this_run"]:.0f} s; best '
@@ -261,10 +262,13 @@ def run_test_only(opt, soundset, device):
         device: the Chainer device.
 
     Returns {split: {'split', 'final_error' (%), 'fgsm' (dict or None)}}; prints one line per
-    split beside the error training reported. Raises UserError when a split has no model or the
-    model does not fit ``--netType`` and the dataset's classes.
+    split beside the error training reported, after a warning line (stderr) for each way the
+    code, library versions or data file differ from the split's record.json
+    (``training.record_differences``). Raises UserError when a split has no model, the model
+    does not fit ``--netType`` and the dataset's classes, or its record.json is damaged.
     """
     results = {}
+    data = training.data_record(soundset)
     for split in opt.splits:
         split_dir = os.path.join(opt.save, f'split{split}')
         model_path = os.path.join(split_dir, 'model.npz')
@@ -281,10 +285,14 @@ def run_test_only(opt, soundset, device):
                             f'{" ".join(str(e).split())[:200]}); it is damaged or of another '
                             f'network: give the --netType it was trained with, or retrain the '
                             f'split') from None
+        record = training.read_run_record(split_dir)
         result_path = os.path.join(split_dir, 'result.json')
         trained = None
         if os.path.isfile(result_path):
             trained = read_split_json(result_path)
+        if record is not None:
+            for line in training.record_differences(record, data=data):
+                print(f'{PROG}: warning: split {split}: {line}', file=sys.stderr, flush=True)
         split_opt = copy.copy(opt)
         if not getattr(opt, 'nCropsGiven', True) and trained is not None:
             # the crops the split was tested with, so that its error is reproduced
@@ -302,7 +310,7 @@ def run_test_only(opt, soundset, device):
             line += f'; training reported {trained["final_error"]:.2f}%'
         print(line, flush=True)
         if fgsm:
-            print(f'split {split}: FGSM error ' + ', '.join(
+            print(f'split {split}: FGSM test error ' + ', '.join(
                 f'{k} {v:.2f}%' for k, v in fgsm.items()), flush=True)
             if trained is not None:
                 trained.setdefault('fgsm', {}).update(fgsm)
@@ -318,21 +326,22 @@ def summarise(opt, results, name):
     mean, se = utils.mean_and_standard_error(errors)
     if len(splits) == 1:
         se = None  # one split has no standard error (utils gives 0.0)
-    print('split  final error (%)')
+    print('split  final test error (%)')
     for k, e in zip(splits, errors):
         print(f'{k:>5}  {e:6.2f}')
-    print(f'{opt.dataset} {opt.netType} {opt.learning}: ' + (
+    print(f'{opt.dataset} {opt.netType} {opt.learning}: test error ' + (
         f'{mean:.2f} % (one split: no standard error' if se is None else
         f'{mean:.2f} +- {se:.2f} % (mean +- standard error over {len(splits)} splits') +
         f'; {opt.nFolds} in the dataset)')
     summary = {'dataset': opt.dataset, 'netType': opt.netType, 'learning': opt.learning,
                'splits': splits, 'errors': errors, 'mean_error': mean, 'standard_error': se,
-               'complete': len(splits) == opt.nFolds, 'settings': training.settings_of(opt)}
+               'complete': len(splits) == opt.nFolds, 'settings': training.settings_of(opt),
+               'metric': 'test error (%) of the 10-crop test at the final epoch, per split'}
     fgsm = [results[k].get('fgsm') for k in splits]
     if all(fgsm):
         summary['fgsm_mean_error'] = {key: float(np.mean([f[key] for f in fgsm]))
                                       for key in fgsm[0]}
-        print('FGSM, mean over splits: ' + ', '.join(
+        print('FGSM test error, mean over splits: ' + ', '.join(
             f'{k} {v:.2f}%' for k, v in summary['fgsm_mean_error'].items()))
     utils.write_json(os.path.join(opt.save, name), summary)
     return summary
@@ -416,6 +425,7 @@ def main(argv=None):
     (one line), 130 Ctrl-C; under MPI a failing rank ends the job (``MPI_Abort``).
     """
     opt = opts.parse(argv)
+    opt.argv = list(sys.argv[1:] if argv is None else argv)  # for the run record
     world = mpi_world_size()
     if opt.communicator is None and world > 1:
         if os.environ.get('OMPI_COMM_WORLD_RANK', os.environ.get('PMI_RANK', '0')) == '0':

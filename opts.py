@@ -25,11 +25,10 @@ Defaults of nEpochs/LR/schedule/warmup come from the network class (``default_sc
 docs/method.md §6); nEpochs is doubled when mixing, as in the reference. ``--batchSize`` counts clips for standard
 learning (default 64) and pairs when mixing (default 32, i.e. 64 mixed examples per step).
 
-Multi-process training (ChainerMN over MPI): ``mpiexec -n N python3 main.py ... --communicator
-naive`` (CPU) or ``pure_nccl`` (one GPU per rank). ``--batchSize`` is then per rank: the global
+Multi-process training (ChainerMN over MPI): ``.venv/bin/mpiexec -n N .venv/bin/python main.py ...
+--communicator naive`` (CPU) or ``pure_nccl`` (one GPU per rank). ``--batchSize`` is then per rank: the global
 batch of one step is N x ``--batchSize``. ``--mnBN`` normalises over the global batch.
 """
-import argparse
 import collections
 import math
 import os
@@ -69,7 +68,11 @@ def build_parser():
     p = utils.OneLineParser(
         prog='main.py',
         description='Train and test sound classifiers with standard, BC, SpeechMix or InterMix '
-                    'learning (one model per split).')
+                    'learning (one model per split).',
+        epilog='example (after bash scripts/setup.sh, in the repository root): .venv/bin/python '
+               'main.py --data data --dataset esc10 --netType envnetv2 --learning intermix '
+               '--strongAugment --split 1; then .venv/bin/python predict.py '
+               'results/esc10-envnetv2-intermix/split1 clip.wav')
     g = p.add_argument_group('general')
     g.add_argument('--data', required=True, help='folder made by esc_gen.py / urbansound_gen.py')
     g.add_argument('--dataset', required=True, choices=sorted(registry.DATASETS))
@@ -103,7 +106,8 @@ def build_parser():
 
     g = p.add_argument_group('multi-process training (ChainerMN over MPI; see README)')
     g.add_argument('--communicator', choices=COMMUNICATORS, default=None,
-                   help='run as one rank of an MPI job (mpiexec -n N python3 main.py ...) with '
+                   help='run as one rank of an MPI job (.venv/bin/mpiexec -n N .venv/bin/python '
+                        'main.py ...) with '
                         'this ChainerMN communicator: naive on the CPU, pure_nccl on GPUs (one '
                         'per rank, by intra-node rank); --batchSize is then per rank (global '
                         'batch = N x batchSize). Default: none, a single process')

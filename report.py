@@ -1,7 +1,8 @@
-"""Summarise training runs as the paper's tables (Table 1/2: error per network x learning method x
-dataset; Table 3: FGSM error), in Markdown, CSV and a bar chart.
+"""Summarise training runs as the paper's tables (Table 1/2: test error per network x learning
+method x dataset; Table 3: FGSM test error), in Markdown, CSV and a bar chart, with per-class test
+errors and confusion matrices.
 
-    python3 report.py results/ [more run folders ...] [--paper] [--out results/report]
+    .venv/bin/python report.py results/ [more run folders ...] [--paper] [--out results/report]
 
 Each argument is a ``--save`` folder of ``main.py`` or any folder above several of them: every
 ``split{k}/run.json`` below it is a split that was started, and its ``result.json`` (if present)
@@ -11,11 +12,17 @@ count of splits, e.g. ``7.20 ± 0.41 (5/5)``. A cell with fewer finished splits 
 has folds is marked ``incomplete`` and lists what is missing: it is never averaged silently as if
 it were the whole cross-validation. ``--paper`` adds the paper's numbers (docs/method.md §7) beside ours.
 
-Writes ``OUT/report.md``, ``OUT/report.csv`` (one row per cell, with every split's error) and
-``OUT/report.png`` (bars with standard-error whiskers; the paper's values as markers).
+Beside the final error, a second table gives the best epoch's error of each cell, labelled as
+chosen on the test fold (optimistic: the test fold picked the epoch; never the reported number).
+
+Writes ``OUT/report.md``, ``OUT/report.csv`` (one row per cell, with every split's final and
+best-epoch error) and ``OUT/report.png`` (bars with standard-error whiskers; the paper's values as
+markers). From the splits whose result.json holds the final test's confusion matrix (runs of this
+version on): per cell a table of the test error of each class per split (in report.md, and
+``OUT/per_class.csv``, one row per cell, class and split) and ``OUT/confusion-<cell>.png``, the
+confusion matrix summed over the splits, labelled with the class names.
 """
 import csv
-import io
 import json
 import os
 import sys
@@ -108,9 +115,9 @@ def paper_tables():
         rows.append([name, learning] + [paper_text(c) for c in cells])
     rows.append(['human', '-'] + ['-' if v is None else f'{v:.1f}' for v in PAPER_HUMAN])
     fgsm = [[learning] + [f'{v:.1f}' for v in values] for learning, values in PAPER_FGSM.items()]
-    return ('## The paper: error (%), mean ± standard error over the folds (Tables 1 and 2; '
+    return ('## The paper: test error (%), mean ± standard error over the folds (Tables 1 and 2; '
             'UrbanSound8K and the ablation rows without SE)\n\n' + markdown(header, rows) + '\n\n'
-            '## The paper: FGSM error (%) on ESC-10 (Table 3)\n\n'
+            '## The paper: FGSM test error (%) on ESC-10 (Table 3)\n\n'
             + markdown(['learning'] + [e.split('=')[1] for e in PAPER_FGSM_EPS], fgsm) + '\n')
 
 
@@ -173,7 +180,8 @@ def collect(split_dirs):
 
     Returns a dict ``{(net, augment, learning, dataset): cell}`` where cell is a dict with
     ``finished`` ({split: final error}), ``unfinished`` (sorted splits started but without a
-    result), ``fgsm`` ({split: {key: error}}) and ``folders`` (sorted run folders).
+    result), ``fgsm`` ({split: {key: error}}), ``folders`` (sorted run folders) and ``results``
+    ({split: its result.json as a dict, plus ``folder``, the split folder}).
     """
     cells = {}
     for split_dir in split_dirs:
@@ -181,7 +189,7 @@ def collect(split_dirs):
         s = run['settings']
         key = (s['netType'], bool(s['strongAugment']), s['learning'], s['dataset'])
         cell = cells.setdefault(key, {'finished': {}, 'unfinished': [], 'fgsm': {},
-                                      'folders': set()})
+                                      'folders': set(), 'results': {}})
         split = int(os.path.basename(split_dir)[len('split'):])
         cell['folders'].add(os.path.dirname(split_dir))
         result_path = os.path.join(split_dir, 'result.json')
@@ -191,6 +199,7 @@ def collect(split_dirs):
                 raise UserError(f'{split_dir}: split {split} of {"/".join(map(str, key))} '
                                 f'appears twice (also in another folder); pass one run per cell')
             cell['finished'][split] = float(result['final_error'])
+            cell['results'][split] = dict(result, folder=split_dir)
             if result.get('fgsm'):
                 cell['fgsm'][split] = result['fgsm']
         else:
@@ -274,6 +283,7 @@ def build_tables(cells, with_paper):
                     'paper_error': None if paper is None else paper[0],
                     'paper_standard_error': None if paper is None else paper[1],
                     'folders': ' '.join(cell['folders'])})
+                records[-1].update(best_record(d, cell))
             if with_paper:
                 line.append(paper_text(paper))
         table.append(line)
@@ -301,6 +311,224 @@ def build_tables(cells, with_paper):
     else:
         fgsm_table = None
     return (header, table), fgsm_table, records
+
+
+# ---------------------------------------------------------------------------------------------
+# The best epoch, chosen on the test fold (beside the final epoch's error, never instead of it)
+
+BEST_TITLE = ('Test error (%) of the best epoch, chosen on the test fold (optimistic: the test '
+              'fold picked the epoch; not a result), mean ± standard error over splits')
+
+
+def best_cell(cell):
+    """``cell`` (see :func:`collect`) with each finished split's best-epoch error instead of its
+    final error: {split: (error %, epoch)} in ``best``; splits whose result has none are left
+    out of ``finished``."""
+    best = {k: (float(r['best_error_on_test_fold']['error']),
+                int(r['best_error_on_test_fold']['epoch']))
+            for k, r in cell.get('results', {}).items() if r.get('best_error_on_test_fold')}
+    return dict(cell, finished={k: e for k, (e, _) in best.items()}, best=best)
+
+
+def best_record(dataset, cell):
+    """The CSV columns of a cell's best-epoch error (mean, standard error, per split, epochs)."""
+    chosen = best_cell(cell)
+    s = summarise_cell(dataset, chosen)
+    return {'best_epoch_mean_error': s['mean'], 'best_epoch_standard_error': s['se'],
+            'best_epoch_errors': ' '.join(f'{e:.4f}' for e in s['errors']),
+            'best_epochs': ' '.join(str(chosen['best'][k][1]) for k in s['splits'])}
+
+
+def best_table(cells):
+    """The best-epoch errors in the layout of the main table: (header, rows); a cell reads
+    ``mean ± SE (n/N) at epochs e1, e2, ...``."""
+    datasets = [d for d in DATASET_ORDER if any(k[3] == d for k in cells)]
+    rows = sorted({k[:3] for k in cells}, key=lambda r: _sort_key(r + (None,)))
+    table = []
+    for net, augment, learning in rows:
+        line = [row_label(net, augment, learning)]
+        for d in datasets:
+            cell = cells.get((net, augment, learning, d))
+            if cell is None:
+                line.append('-')
+                continue
+            chosen = best_cell(cell)
+            s = summarise_cell(d, chosen)
+            epochs = ', '.join(str(chosen['best'][k][1]) for k in s['splits'])
+            line.append(cell_text(s) + (f'; chosen epochs {epochs}' if epochs else ''))
+        table.append(line)
+    return ['network / learning'] + datasets, table
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-class test errors and confusion matrices (from result.json's ``confusion_matrix``)
+
+def cell_name(key):
+    """A file-name-safe name of a cell: 'esc10-envnetv2-aug-intermix'."""
+    net, augment, learning, dataset = key
+    return f'{dataset}-{net}{"-aug" if augment else ""}-{learning}'
+
+
+def cell_confusions(key, cell):
+    """The per-class data of a cell: (class names, {split: confusion (C, C) int64 array}, splits
+    without a confusion matrix). Raises UserError when two splits name their classes
+    differently (they were trained on different data files)."""
+    names, matrices, first = None, {}, None
+    for split in sorted(cell.get('results', {})):
+        result = cell['results'][split]
+        matrix = result.get('confusion_matrix')
+        if not matrix:
+            continue
+        if names is None:
+            names, first = list(matrix['class_names']), result['folder']
+        elif list(matrix['class_names']) != names:
+            raise UserError(f'{result["folder"]}: its classes differ from those of {first} '
+                            f'({"/".join(map(str, key))}); pass runs of one data file per cell')
+        matrices[split] = np.asarray(matrix['counts'], dtype=np.int64)
+    missing = sorted(set(cell.get('results', {})) - set(matrices))
+    return names, matrices, missing
+
+
+def class_errors(confusion):
+    """Test error (%) of each true class (row) of a confusion matrix; NaN for a class without
+    test clips."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    clips = confusion.sum(axis=1)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return np.where(clips > 0, 100.0 * (clips - np.diag(confusion)) / clips, np.nan)
+
+
+def per_class_table(names, matrices):
+    """A cell's per-class table: (header, rows, CSV records). Columns: class, the test error
+    (%) of each split, mean ± standard error over the splits holding clips of the class (the
+    mean alone for one split), and the test clips summed over the splits; the last row is all
+    classes together."""
+    splits = sorted(matrices)
+    errors = {k: class_errors(m) for k, m in matrices.items()}
+    header = ['class'] + [f'split {k}' for k in splits] + ['mean ± SE', 'test clips']
+    rows, records = [], []
+    for c, name in enumerate(names + ['all classes']):
+        if c < len(names):
+            values = [errors[k][c] for k in splits]
+            clips = [int(matrices[k][c].sum()) for k in splits]
+        else:
+            clips = [int(matrices[k].sum()) for k in splits]
+            values = [100.0 * (n - np.trace(matrices[k])) / n if n else np.nan
+                      for k, n in zip(splits, clips)]
+        present = [v for v in values if not np.isnan(v)]
+        if len(present) > 1:
+            mean = '{:.1f} ± {:.1f}'.format(*utils.mean_and_standard_error(present))
+        else:  # one split: no standard error
+            mean = f'{present[0]:.1f}' if present else '-'
+        rows.append([name] + ['-' if np.isnan(v) else f'{v:.1f}' for v in values]
+                    + [mean, str(sum(clips))])
+        records += [{'class': name, 'label': c if c < len(names) else '', 'split': k,
+                     'test error (%)': None if np.isnan(v) else round(float(v), 4),
+                     'test clips': n} for k, v, n in zip(splits, values, clips)]
+    return header, rows, records
+
+
+def confusion_figure(key, names, matrices, path):
+    """Draw the confusion matrix of a cell, summed over its splits, to the PNG ``path``.
+
+    Rows are the true classes, labelled with their names and test error, columns the predicted
+    classes; colour is the share of the true class's test clips, numbers the clip counts (zeros
+    left blank). The figure grows with the classes so that 50 stay legible.
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    net, augment, learning, dataset = key
+    splits = sorted(matrices)
+    counts = sum(matrices[k] for k in splits)
+    n = len(names)
+    clips = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, clips, out=np.zeros(counts.shape), where=clips > 0)
+    errors = class_errors(counts)
+    side = max(6.5, 0.3 * n + 3.5)
+    font = 9 if n <= 12 else 8 if n <= 30 else 7
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    image = ax.imshow(share, cmap='Blues', vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(n))
+    ax.set_xticklabels(names, rotation=90, fontsize=font)
+    ax.set_yticks(range(n))
+    ax.set_yticklabels([f'{name} ({"-" if np.isnan(e) else f"{e:.0f}%"})'
+                        for name, e in zip(names, errors)], fontsize=font)
+    for i, j in zip(*np.nonzero(counts)):
+        ax.text(j, i, str(counts[i, j]), ha='center', va='center', fontsize=font - (n > 12),
+                color='white' if share[i, j] > 0.5 else 'black')
+    ax.set_xlabel('predicted class')
+    ax.set_ylabel('true class (its test error)')
+    total = int(counts.sum())
+    error = 100.0 * (total - np.trace(counts)) / total if total else float('nan')
+    ax.set_title(f'{registry.get(dataset).title}, {row_label(net, augment, learning)}: confusion '
+                 f'matrix of the final 10-crop test\nsummed over split{"s" * (len(splits) > 1)} '
+                 f'{", ".join(map(str, splits))} ({total} test clips, test error {error:.1f}%)',
+                 fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02,
+                 label="share of the true class's test clips")
+    fig.tight_layout()
+    utils.atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=100), suffix='.png')
+    plt.close(fig)
+
+
+def per_class_reports(cells, out):
+    """Per-class tables of every cell with confusion matrices, and its figure to draw.
+
+    Returns (Markdown text, CSV records, figures), ``figures`` a list of ``(key, class names,
+    {split: confusion}, PNG path in out)`` for :func:`confusion_figure`. Raises UserError (from
+    :func:`cell_confusions`) before anything is drawn.
+    """
+    sections, records, figures = [], [], []
+    per_cell = [(key, *cell_confusions(key, cells[key])) for key in sorted(cells, key=_sort_key)]
+    for key, names, matrices, missing in per_cell:
+        if not matrices:
+            continue
+        header, rows, cell_records = per_class_table(names, matrices)
+        net, augment, learning, dataset = key
+        note = (f'\n\nSplits {", ".join(map(str, missing))} have no per-class results (their '
+                f'result.json predates them).' if missing else '')
+        figure = os.path.join(out, f'confusion-{cell_name(key)}.png')
+        sections.append(f'### {row_label(net, augment, learning)}, {dataset}: test error (%) per '
+                        f'class at the final epoch\n\n{markdown(header, rows)}{note}\n\n'
+                        f'![Confusion matrix, summed over the splits]'
+                        f'({os.path.basename(figure)})\n')
+        records += [{'network': net, 'strong_augment': augment, 'learning': learning,
+                     'dataset': dataset, **r} for r in cell_records]
+        figures.append((key, names, matrices, figure))
+    text = ''
+    if sections:
+        text = '\n## Test error (%) per class, final epoch\n\n' + '\n'.join(sections)
+    return text, records, figures
+
+
+# Column names of report.csv: what each number is, in words and units.
+CSV_HEADERS = {
+    'mean_error': 'final test error (%): mean',
+    'standard_error': 'final test error (%): standard error',
+    'errors': 'final test error (%) per split',
+    'paper_error': 'paper test error (%)',
+    'paper_standard_error': 'paper test error (%): standard error',
+    'best_epoch_mean_error': 'best-epoch test error (%), chosen on the test fold: mean',
+    'best_epoch_standard_error': 'best-epoch test error (%), chosen on the test fold: '
+                                 'standard error',
+    'best_epoch_errors': 'best-epoch test error (%), chosen on the test fold, per split',
+    'best_epochs': 'best epoch per split (chosen on the test fold)',
+}
+
+
+def write_csv(path, records, headers=None):
+    """Write ``records`` (dicts with the same keys) as a CSV file, atomically; ``headers`` maps
+    keys to column names (others are kept)."""
+    headers = headers or {}
+
+    def write(tmp):
+        with open(tmp, 'w', newline='') as f:
+            writer = csv.writer(f)
+            writer.writerow([headers.get(k, k) for k in records[0]])
+            writer.writerows([['' if r[k] is None else r[k] for k in records[0]]
+                              for r in records])
+    utils.atomic_write(path, write)
 
 
 def markdown(header, rows):
@@ -334,7 +562,7 @@ def bar_chart(records, path):
         ax.set_xticks(xs)
         ax.set_xticklabels(labels, fontsize=7)
         ax.set_title(d)
-        ax.set_ylabel('error (%)')
+        ax.set_ylabel('test error (%), final epoch')
         ax.grid(axis='y', alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -343,13 +571,15 @@ def bar_chart(records, path):
 
 
 def main(argv=None):
-    p = utils.OneLineParser(prog=PROG, description=__doc__.split('\n\n')[0])
+    p = utils.OneLineParser(prog=PROG, description=__doc__.split('\n\n')[0],
+                            epilog='example: .venv/bin/python report.py results/ --paper')
     p.add_argument('runs', nargs='*', help='--save folders of main.py, or folders above them')
     p.add_argument('--paper', action='store_true',
                    help="put the paper's numbers (mean ± SE) beside ours and append the paper's "
                         "Tables 1-3 whole; alone, without run folders, print just those")
     p.add_argument('--out', default=os.path.join('results', 'report'),
-                   help='folder for report.md, report.csv and report.png')
+                   help='folder for report.md, report.csv, report.png, per_class.csv and the '
+                        'confusion-*.png figures')
     args = p.parse_args(argv)
     if not args.runs:
         if not args.paper:
@@ -359,32 +589,35 @@ def main(argv=None):
     try:
         cells = collect(find_splits(args.runs))
         (header, rows), fgsm, records = build_tables(cells, args.paper)
-        text = '## Error (%), mean ± standard error over splits (finished/total)\n\n'
+        text = ('## Test error (%) at the final epoch, mean ± standard error over splits '
+                '(finished/total)\n\n')
         text += markdown(header, rows) + '\n'
+        text += f'\n## {BEST_TITLE}\n\n' + markdown(*best_table(cells)) + '\n'
         if fgsm:
-            text += '\n## FGSM error (%), mean over the splits with FGSM results\n\n'
+            text += '\n## FGSM test error (%), mean over the splits with FGSM results\n\n'
             text += markdown(*fgsm) + '\n'
         if args.paper:
             text += '\n' + paper_tables()
+        per_class, class_records, figures = per_class_reports(cells, args.out)
         print(text)
         os.makedirs(args.out, exist_ok=True)
 
         def write_md(tmp):
             with open(tmp, 'w') as f:
-                f.write(text)
-
-        def write_csv(tmp):
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=list(records[0]))
-            writer.writeheader()
-            writer.writerows(records)
-            with open(tmp, 'w', newline='') as f:
-                f.write(buffer.getvalue())
+                f.write(text + per_class)
         utils.atomic_write(os.path.join(args.out, 'report.md'), write_md)
+        written = ['report.md']
         if records:
-            utils.atomic_write(os.path.join(args.out, 'report.csv'), write_csv)
+            write_csv(os.path.join(args.out, 'report.csv'), records, CSV_HEADERS)
             bar_chart(records, os.path.join(args.out, 'report.png'))
-        print(f'wrote {args.out}/report.md, report.csv, report.png', file=sys.stderr)
+            written += ['report.csv', 'report.png']
+        if class_records:
+            write_csv(os.path.join(args.out, 'per_class.csv'), class_records)
+            written.append('per_class.csv (per-class tables in report.md)')
+        for figure in figures:
+            confusion_figure(*figure)
+            written.append(os.path.basename(figure[-1]))
+        print(f'wrote {args.out}/: {", ".join(written)}', file=sys.stderr)
         return 0
     except UserError as e:
         print(f'{PROG}: error: {e}', file=sys.stderr)

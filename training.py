@@ -9,10 +9,15 @@ Files written in the split's folder (``--save``/split{k}):
 
 - ``snapshot.npz`` — the trainer's state (model, optimizer, iterator) after the last finished
   epoch; ``--resume`` continues from it.
-- ``log.jsonl`` — one JSON object per epoch (LR, train loss, train error, test error, seconds).
+- ``record.json`` — the run record (:func:`run_record`): resolved options, seed, the command that
+  reruns it, parameter count, versions, device, git commit, the data file's size and SHA-256 and
+  its class names; written when the split starts.
+- ``log.jsonl`` — one JSON object per epoch (LR, train loss, train error, test error, seconds);
+  ``log.csv`` the same as a table (:class:`CsvLog`).
 - ``error.png``, ``loss.png``, ``lr.png`` — learning curves (Chainer's PlotReport).
 - ``model.npz`` — the final weights (written when training ends).
-- ``result.json`` — final error, best error (labelled: chosen on the test fold), epochs, seconds.
+- ``result.json`` — final test error, best test error (labelled: chosen on the test fold),
+  per-class test error and confusion matrix of the final test, epochs, seconds (:data:`METRICS`).
 
 Multi-process training (``comm``, a ChainerMN communicator; ``main.py --communicator``): the
 training clips are scattered across the ranks (``chainermn.scatter_dataset``, shuffled once with
@@ -24,10 +29,17 @@ exactly that of the whole fold. Only rank 0 writes files and prints the epoch li
 (:func:`all_ranks_ok`, :func:`on_root`) are raised on every rank together as
 :class:`AllRanksError`; ``main.py`` ends the job with ``MPI_Abort`` on any other failure of a rank.
 """
+import csv
+import datetime
+import hashlib
+import io
 import json
 import math
 import os
+import platform
+import shlex
 import shutil
+import subprocess
 import sys
 import time
 import zipfile
@@ -385,39 +397,125 @@ class TenCropEvaluator(extensions.Evaluator):
     fold, computed in test mode (BN statistics, no dropout) without backprop.
 
     Multi-node (``comm``): each rank tests its disjoint shard of the fold and the ranks sum their
-    (wrong clips, clips) counts with one ``allreduce``, so the error is wrong / total over the
-    whole fold, not a mean of per-rank percentages (ChainerMN's ``create_multi_node_evaluator``
-    averages the ranks' results, which is wrong for shards of unequal size).
+    confusion matrices with one ``allreduce``, so the error is wrong / total over the whole fold,
+    not a mean of per-rank percentages (ChainerMN's ``create_multi_node_evaluator`` averages the
+    ranks' results, which is wrong for shards of unequal size).
+
+    ``n_classes`` (the network's outputs) sizes the confusion matrix, which is kept, for the whole
+    fold, in ``confusion`` after each test (None before the first).
     """
 
-    def __init__(self, iterator, target, device=None, comm=None):
+    def __init__(self, iterator, target, device=None, comm=None, n_classes=None):
         super().__init__(iterator, target, device=device)
         self.comm = comm
+        self.n_classes = n_classes
+        self.confusion = None  # (C, C) int64 of the latest evaluation, over the whole fold
 
     def evaluate(self):
+        """Test the target on the whole fold; keeps the confusion matrix in ``self.confusion``
+        (rows: true class, columns: predicted class) and returns the error in %."""
         iterator = self.get_iterator('main')
         model = self.get_target('main')
-        wrong, total = ten_crop_counts(model, iterator, self.converter, self.device)
+        confusion = ten_crop_confusion(model, iterator, self.converter, self.device,
+                                       self.n_classes)
         if self.comm is not None:
-            wrong, total = (int(v) for v in self.comm.mpi_comm.allreduce(
-                np.array([wrong, total], dtype=np.int64)))
+            confusion = self.comm.mpi_comm.allreduce(confusion)
+        self.confusion = confusion
+        total = int(confusion.sum())
+        wrong = total - int(np.trace(confusion))
         return {'validation/main/error': 100.0 * wrong / total}
 
 
-def ten_crop_counts(model, iterator, converter, device):
-    """(wrong clips, clips) of ``model`` over an iterator of ``(crops (nCrops, T), label)``."""
-    wrong = total = 0
+def ten_crop_probabilities(model, crops):
+    """The output of the 10-crop test for a batch of clips (docs/method.md §3.2).
+
+    Args:
+        model: a network taking float32 (M, 1, 1, T) waveforms; called as it is, so the caller
+            puts it in test mode (``chainer.using_config('train', False)``, no backprop).
+        crops: float32 array (B, nCrops, T) of normalised crops (``dataset.Preprocessor.test``
+            of each clip), on the model's device.
+
+    Returns a float32 array (B, C) on that device: the softmax of each crop, averaged over the
+    clip's crops (each row sums to 1); its argmax is the predicted class. ``--testOnly``, the
+    test during training and ``predict.py`` all classify clips through this function.
+    """
+    b, n_crops, length = crops.shape
+    logits = model(crops.reshape(b * n_crops, 1, 1, length))
+    return F.softmax(logits).array.reshape(b, n_crops, -1).mean(axis=1)
+
+
+def ten_crop_batches(model, iterator, converter, device):
+    """The 10-crop test, batch by batch: yields ``(probabilities, labels)`` per batch.
+
+    ``iterator`` yields batches of ``(crops float32 (nCrops, T), label)`` examples
+    (:func:`test_iterator`; reset first when it can be), ``converter`` stacks them onto
+    ``device``; the model runs in test mode without backprop. ``probabilities`` is the (B, C)
+    array of :func:`ten_crop_probabilities` on the device, ``labels`` the (B,) int32 labels.
+    Yields nothing for an empty shard.
+    """
     if len(getattr(iterator, 'dataset', ())) == 0 and hasattr(iterator, 'dataset'):
-        return wrong, total  # an empty shard (fewer test clips than ranks)
+        return  # an empty shard (fewer test clips than ranks)
     if hasattr(iterator, 'reset'):
         iterator.reset()
     with chainer.using_config('train', False), chainer.no_backprop_mode():
         for batch in iterator:
             x, y = converter(batch, device)
-            b, n_crops, length = x.shape
-            wrong += _wrong_clips(model, x.reshape(b * n_crops, 1, 1, length), y, n_crops)
-            total += b
+            yield ten_crop_probabilities(model, x), y
+
+
+def ten_crop_counts(model, iterator, converter, device):
+    """(wrong clips, clips) of ``model`` over an iterator of ``(crops (nCrops, T), label)``."""
+    wrong = total = 0
+    for prob, y in ten_crop_batches(model, iterator, converter, device):
+        wrong += int((prob.argmax(axis=1) != y).sum())
+        total += len(y)
     return wrong, total
+
+
+def ten_crop_confusion(model, iterator, converter, device, n_classes=None):
+    """Confusion matrix of the 10-crop test over an iterator of ``(crops (nCrops, T), label)``.
+
+    Returns an int64 NumPy array (C, C): entry [i, j] counts the clips of true class i that the
+    averaged softmax (:func:`ten_crop_probabilities`) assigns to class j. C is ``n_classes`` when
+    given (needed for an empty shard), else the network's number of outputs. Its trace is the
+    number of right clips; ``100 * (sum - trace) / sum`` is :func:`ten_crop_error`.
+    """
+    confusion = None if n_classes is None else np.zeros((n_classes, n_classes), np.int64)
+    cpu = chainer.backend.CpuDevice()
+    for prob, y in ten_crop_batches(model, iterator, converter, device):
+        if confusion is None:
+            confusion = np.zeros((prob.shape[1], prob.shape[1]), np.int64)
+        np.add.at(confusion, (cpu.send(y), cpu.send(prob.argmax(axis=1))), 1)
+    if confusion is None:
+        raise ValueError('ten_crop_confusion: no clips and no n_classes')
+    return confusion
+
+
+def per_class_results(confusion, class_names):
+    """Per-class test error and the confusion matrix as recorded in result.json.
+
+    Args:
+        confusion: int array (C, C), rows true class, columns predicted class
+            (:func:`ten_crop_confusion`).
+        class_names: the C class names (label order of the data file).
+
+    Returns a JSON-able dict: ``test_error_per_class`` {class name: error % of that class's
+    test clips, or None when the fold holds none of them}, ``test_clips_per_class`` {class name:
+    clips}, and ``confusion_matrix`` {``class_names``, ``rows``: 'true class', ``columns``:
+    'predicted class', ``counts``: C lists of C ints}. Raises ValueError when the sizes differ.
+    """
+    confusion = np.asarray(confusion, dtype=np.int64)
+    names = [str(c) for c in class_names]
+    if confusion.shape != (len(names), len(names)):
+        raise ValueError(f'per_class_results: confusion {confusion.shape} for {len(names)} '
+                         f'class names')
+    clips = confusion.sum(axis=1)
+    errors = {name: (None if n == 0 else 100.0 * (n - confusion[c, c]) / n)
+              for c, (name, n) in enumerate(zip(names, clips))}
+    return {'test_error_per_class': errors,
+            'test_clips_per_class': dict(zip(names, (int(n) for n in clips))),
+            'confusion_matrix': {'class_names': names, 'rows': 'true class',
+                                 'columns': 'predicted class', 'counts': confusion.tolist()}}
 
 
 def ten_crop_error(model, iterator, converter, device):
@@ -487,8 +585,9 @@ def fgsm_errors(model, iterator, converter, device, epsilons):
 
 
 def _wrong_clips(model, crops, y, n_crops):
-    """Number of clips misclassified by the softmax averaged over their crops."""
-    prob = F.softmax(model(crops)).array.reshape(len(y), n_crops, -1).mean(axis=1)
+    """Number of clips misclassified by the softmax averaged over their crops; ``crops`` are
+    (len(y) * n_crops, 1, 1, T)."""
+    prob = ten_crop_probabilities(model, crops.reshape(len(y), n_crops, crops.shape[-1]))
     return int((prob.argmax(axis=1) != y).sum())
 
 
@@ -511,13 +610,47 @@ class JsonLinesLog(training.Extension):
         if self.log_report.log:
             self(trainer)
 
+    def render(self, log):
+        """The file's text for LogReport's ``log`` (a list of per-epoch dicts)."""
+        return ''.join(json.dumps(entry, sort_keys=True) + '\n' for entry in log)
+
     def __call__(self, trainer):
-        lines = ''.join(json.dumps(entry, sort_keys=True) + '\n' for entry in self.log_report.log)
+        text = self.render(self.log_report.log)
 
         def write(tmp):
-            with open(tmp, 'w') as f:
-                f.write(lines)
+            with open(tmp, 'w', newline='') as f:
+                f.write(text)
         utils.atomic_write(self.path, write)
+
+
+def _csv_cell(value):
+    """A log value as a CSV cell: '' for none, floats to 12 significant digits (0.0001, not
+    0.00010000000000000002)."""
+    if value is None:
+        return ''
+    return format(value, '.12g') if isinstance(value, float) else value
+
+
+class CsvLog(JsonLinesLog):
+    """Rewrites ``log.csv``, the per-epoch log as a table a spreadsheet opens, atomically.
+
+    One row per epoch, columns :data:`CSV_COLUMNS` (header row first, comma-separated, RFC 4180
+    quoting); the test error cell is empty in epochs without a test (``--testEvery``).
+    """
+
+    # (header, LogReport key): what each column holds, named in words and units.
+    CSV_COLUMNS = [('epoch', 'epoch'), ('iteration', 'iteration'), ('learning rate', 'lr'),
+                   ('train loss', 'main/loss'), ('train error (%)', 'main/error'),
+                   ('test error (%)', 'validation/main/error'),
+                   ('elapsed time (s)', 'elapsed_time')]
+
+    def render(self, log):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator='\r\n')
+        writer.writerow([header for header, _ in self.CSV_COLUMNS])
+        for entry in log:
+            writer.writerow([_csv_cell(entry.get(key)) for _, key in self.CSV_COLUMNS])
+        return buffer.getvalue()
 
 
 class EpochLine(training.Extension):
@@ -805,11 +938,14 @@ def batch_size(opt, n_examples):
 
 
 def train_split(opt, split, split_dir, train_data, test_data, device, seed, resume=False,
-                comm=None):
+                comm=None, data=None):
     """Train one model on ``train_data`` and test it on ``test_data``; write the split's files.
 
-    Returns the dict written to ``result.json``. Raises :class:`NonFiniteLossError` if the loss
-    stops being finite (the last snapshot is kept).
+    Returns the dict written to ``result.json``: the final and best test errors, and the
+    per-class errors and confusion matrix of the final 10-crop test (:func:`per_class_results`,
+    classes named from ``data``, the :func:`data_record` of the data file, which also goes into
+    the run record, record.json, written before training starts, after a resumed snapshot loaded). Raises
+    :class:`NonFiniteLossError` if the loss stops being finite (the last snapshot is kept).
 
     With ``comm`` (a ChainerMN communicator) this runs on every rank of the job: the training
     and test clips are scattered across the ranks, ``opt.batchSize`` is per rank, and only rank
@@ -819,7 +955,6 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
     writer = comm is None or comm.rank == 0
     model, optimizer, train_iter, test_iter, rseed = all_ranks_ok(
         comm, setup_split, opt, train_data, test_data, device, seed, comm)
-
     updater = MixingUpdater(train_iter, optimizer, opt, device, seed=rseed + 2, comm=comm)
     trainer = training.Trainer(updater, (opt.nEpochs, 'epoch'), out=split_dir)
 
@@ -834,13 +969,16 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
                            name=f"aggregate_{key.split('/')[1]}", trigger=(1, "iteration"))
         if not opt.mnBN:  # per-rank BN statistics: average them before testing and saving
             trainer.extend(chainermn.extensions.AllreducePersistent(model, comm), trigger=test_now)
-    trainer.extend(TenCropEvaluator(test_iter, model, device=device, comm=comm), trigger=test_now)
+    evaluator = TenCropEvaluator(test_iter, model, device=device, comm=comm,
+                                 n_classes=opt.nClasses)
+    trainer.extend(evaluator, trigger=test_now)
     trainer.extend(extensions.observe_lr(), trigger=(1, 'iteration'))
     trainer.extend(LRSchedule(opt))
     log_report = extensions.LogReport(trigger=(1, 'epoch'), log_name=None)  # log.jsonl instead
     if writer:
         trainer.extend(log_report)
         trainer.extend(JsonLinesLog(log_report, os.path.join(split_dir, 'log.jsonl')))
+        trainer.extend(CsvLog(log_report, os.path.join(split_dir, 'log.csv')))
         trainer.extend(EpochLine(log_report, opt.nEpochs))
         if extensions.PlotReport.available():
             for keys, name, ylabel, legend in PLOTS:
@@ -869,7 +1007,9 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
             if writer:
                 print(f'resumed from {snapshot} at epoch {updater.epoch} of {opt.nEpochs}',
                       flush=True)
-    if writer:
+    if writer:  # after the snapshot loaded: a resume refused changes no file
+        for line in write_run_record(split_dir, opt, split, model, device, seed, data, resume):
+            print(f'main.py: warning: split {split}: {line}', file=sys.stderr, flush=True)
         remove_stale_temps(split_dir)
         if train_iter.batch_size < opt.batchSize:
             print(f'split {split}: {train_iter.batch_size} training '
@@ -889,6 +1029,8 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
         log = comm.mpi_comm.bcast(log_report.log if writer else None, root=0)
     else:
         log = log_report.log
+    if evaluator.confusion is None:  # the snapshot held the final epoch: nothing ran here
+        evaluator.evaluate()
     tested = [e for e in log if 'validation/main/error' in e]
     final = tested[-1]
     best = min(tested, key=lambda e: e['validation/main/error'])
@@ -902,12 +1044,27 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
         'seconds_total': round(log[-1]['elapsed_time'], 1) if log else None,
         'train_clips': len(train_sounds), 'test_clips': len(test_sounds), 'seed': seed,
         'settings': settings_of(opt),
+        'metrics': METRICS,
     }
+    result.update(per_class_results(evaluator.confusion, class_names(data, opt.nClasses)))
     if writer:
         utils.atomic_write(os.path.join(split_dir, 'model.npz'), lambda tmp: save_npz_uncompressed(
             tmp, model, where=(updater.epoch, updater.iteration)), suffix='.npz')
         utils.write_json(os.path.join(split_dir, 'result.json'), result)
     return result
+
+
+# What each number of result.json is, in words (written into it as ``metrics``).
+METRICS = {
+    'final_error': 'test error (%) of the 10-crop test on the held-out fold at the final epoch: '
+                   'the reported number (100 - top-1 accuracy)',
+    'best_error_on_test_fold': 'the lowest test error (%) over the tested epochs and its epoch, '
+                               'chosen on the test fold: optimistic, not a result',
+    'test_error_per_class': 'test error (%) of each true class at the final epoch',
+    'confusion_matrix': 'test clips of each true class (row) by predicted class (column) at the '
+                        'final epoch',
+    'fgsm': 'test error (%) under FGSM attacks (--testOnly --fgsm), clean and per epsilon',
+}
 
 
 def settings_of(opt):
@@ -923,3 +1080,279 @@ def settings_of(opt):
     if getattr(opt, 'noShuffle', False):
         settings['noShuffle'] = True
     return settings
+
+
+# ---------------------------------------------------------------------------------------------
+# The run record: record.json in every split folder, what is needed to rerun the split exactly
+# and to tell, later, whether the code or the data has changed since (--testOnly, predict.py).
+
+REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
+RECORD_FILE = 'record.json'
+RECORD_FORMAT = 1
+_SHA256 = {}  # (path, size, mtime_ns) -> hex digest, so that each file is hashed once
+
+
+def file_sha256(path):
+    """SHA-256 (hex str) of the file ``path``, read in 1 MiB blocks; computed once per process
+    for a given (path, size, modification time). Raises OSError if it cannot be read."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _SHA256:
+        digest = hashlib.sha256()
+        with open(path, 'rb') as f:
+            for block in iter(lambda: f.read(1 << 20), b''):
+                digest.update(block)
+        _SHA256[key] = digest.hexdigest()
+    return _SHA256[key]
+
+
+def data_record(soundset):
+    """What identifies a run's data file (``datagen.npzio.SoundSet`` as loaded by main.py).
+
+    Returns a JSON-able dict: ``file`` (absolute path), ``bytes``, ``sha256``, ``fs`` (Hz),
+    ``class_names`` (label order), ``clips_per_fold`` {fold: clips} and ``legacy_format``.
+    """
+    path = os.path.abspath(soundset.path)
+    return {'file': path, 'bytes': os.path.getsize(path), 'sha256': file_sha256(path),
+            'fs': int(soundset.fs), 'class_names': [str(c) for c in soundset.class_names],
+            'clips_per_fold': {str(k): len(soundset.folds[k][0]) for k in sorted(soundset.folds)},
+            'legacy_format': bool(soundset.legacy)}
+
+
+def class_names(data, n_classes):
+    """The ``n_classes`` names of a network's outputs: those of the data file (``data``, a
+    :func:`data_record`, or None), completed with 'class{k}' where it names fewer (a legacy
+    pickled file names only the labels it holds, docs/method.md §10.4)."""
+    names = [str(c) for c in (data or {}).get('class_names', [])][:n_classes]
+    return names + [f'class{k}' for k in range(len(names), n_classes)]
+
+
+def _git(root, *args):
+    return subprocess.run(['git', '-C', root, *args], capture_output=True, check=True,
+                          timeout=60).stdout
+
+
+def code_record(root=REPO_ROOT):
+    """The version of the code in ``root`` (the repository holding this file), from git.
+
+    Returns ``{'commit': full hash, 'clean': bool, 'changed': [paths], 'diff_sha256': hex or
+    None}``: ``changed`` lists tracked files that differ from the commit and untracked ``.py``
+    files (ignored files and other untracked files, such as results, do not count);
+    ``diff_sha256`` hashes ``git diff HEAD`` and the untracked ``.py`` files, so that two
+    records of the same commit tell whether their uncommitted changes are the same. Outside a
+    git checkout, or without git, ``commit`` and ``clean`` are None and ``note`` says why.
+    """
+    try:
+        commit = _git(root, 'rev-parse', 'HEAD').decode().strip()
+        status = _git(root, 'status', '--porcelain=v1', '-z', '--untracked-files=all')
+        diff = _git(root, 'diff', 'HEAD', '--binary')
+    except (OSError, subprocess.SubprocessError):
+        return {'commit': None, 'clean': None, 'changed': [], 'diff_sha256': None,
+                'note': f'{root} is not a git checkout, or git is not installed'}
+    entries = iter(status.decode('utf-8', 'replace').split('\0'))
+    changed, untracked = [], []
+    for entry in entries:
+        if not entry:
+            continue
+        code, name = entry[:2], entry[3:]
+        if code[0] in 'RC':
+            next(entries, None)  # the rename's or copy's source path
+        if code == '??':
+            if name.endswith('.py'):
+                untracked.append(name)
+            continue
+        changed.append(name)
+    digest = None
+    if changed or untracked:
+        h = hashlib.sha256(diff)
+        for name in sorted(untracked):
+            h.update(name.encode())
+            with open(os.path.join(root, name), 'rb') as f:
+                h.update(f.read())
+        digest = h.hexdigest()
+    return {'commit': commit, 'clean': not (changed or untracked),
+            'changed': sorted(changed + untracked), 'diff_sha256': digest}
+
+
+def versions():
+    """Versions of Python, NumPy, SciPy, Chainer and CuPy (None when CuPy is not installed)."""
+    import scipy
+    from chainer.backends import cuda
+    return {'python': platform.python_version(), 'numpy': np.__version__,
+            'scipy': scipy.__version__, 'chainer': chainer.__version__,
+            'cupy': cuda.cupy.__version__ if cuda.available else None}
+
+
+def device_record(device):
+    """The Chainer device a run used: ``chainer_device`` ('@numpy', '@cupy:0'), ``kind`` and, on
+    the CPU, the processor, core count and convolution path (fastconv or stock Chainer); on a
+    GPU its name and whether cuDNN is used."""
+    record = {'chainer_device': str(device)}
+    if device.xp is np:
+        import fastconv
+        record.update(kind='CPU', processor=platform.processor() or platform.machine(),
+                      cpus=os.cpu_count(),
+                      convolution='fastconv' if fastconv.enabled() else 'stock Chainer')
+    else:
+        from chainer.backends import cuda
+        props = cuda.cupy.cuda.runtime.getDeviceProperties(device.device.id)
+        record.update(kind='GPU', name=props['name'].decode(errors='replace'),
+                      cudnn=bool(getattr(cuda, 'cudnn_enabled', False)))
+    return record
+
+
+def rerun_command(opt, split, seed):
+    """The ``main.py`` command that reruns split ``split``: every resolved setting as an
+    explicit flag, and ``--seed`` the base from which the split's ``seed`` was derived
+    (seed = base + 1000 x split, docs/method.md §6.6), so the same data, settings and random
+    draws (with ``--nWorkers 0``; worker processes seed their crops with their process ids).
+    The weights agree with the first run's to float rounding (multi-threaded BLAS sums in
+    varying order). Run it from the repository root; give another ``--save`` to keep the first
+    run."""
+    args = ['--data', opt.data, '--dataset', opt.dataset, '--netType', opt.netType,
+            '--learning', opt.learning]
+    if opt.mixing:
+        args += ['--eligible', *map(str, opt.eligible), '--combination', opt.combination,
+                 '--mixup_type', opt.mixup_type, '--gainSource', opt.gainSource]
+    if opt.strongAugment:
+        args.append('--strongAugment')
+    args += ['--nEpochs', str(opt.nEpochs), '--LR', repr(opt.LR),
+             '--schedule', *map(repr, opt.schedule), '--warmup', str(opt.warmup),
+             '--batchSize', str(opt.batchSize), '--weightDecay', repr(opt.weightDecay),
+             '--momentum', repr(opt.momentum), '--nCrops', str(opt.nCrops),
+             '--testEvery', str(opt.testEvery), '--testBatchSize', str(opt.testBatchSize),
+             '--split', str(split), '--seed', str(seed - 1000 * split), '--save', opt.save]
+    for flag in ('gpu', 'nWorkers'):
+        if getattr(opt, flag, None) is not None:
+            args += [f'--{flag}', str(getattr(opt, flag))]
+    for flag in ('stockConv', 'allowPickle', 'noShuffle', 'mnBN'):
+        if getattr(opt, flag, False):
+            args.append(f'--{flag}')
+    command = utils.command('main.py', cwd=REPO_ROOT)
+    if getattr(opt, 'communicator', None):
+        args += ['--communicator', opt.communicator]
+        command = f'.venv/bin/mpiexec -n {getattr(opt, "ranks", 1)} {command}'
+    return f'{command} {shlex.join(args)}'
+
+
+def _json_able(value):
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def run_record(opt, split, model, device, seed, data=None):
+    """The record of one split's run (written as ``record.json`` by :func:`write_run_record`).
+
+    Args:
+        opt: the resolved options of main.py; split (int), seed (int): the split and its seed.
+        model: the network (its parameter count is recorded).
+        device: the Chainer device.
+        data: :func:`data_record` of the data file, or None.
+
+    Returns a JSON-able dict: ``format``, ``written`` (UTC, ISO 8601), ``split``, ``seed``,
+    ``command`` (``argv`` as typed, ``cwd``, and ``rerun``, :func:`rerun_command`), ``options``
+    (every resolved option), ``network`` (netType, parameters, fs, input_length, n_classes),
+    ``class_names``, ``data`` (:func:`data_record` plus ``dataset`` and ``trim``), ``versions``
+    (:func:`versions`), ``device`` (:func:`device_record`), ``code`` (:func:`code_record`) and
+    ``host`` (platform, CPUs).
+    """
+    from datagen import registry
+    info = registry.get(opt.dataset)
+    return {
+        'format': RECORD_FORMAT,
+        'written': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+        'split': split, 'seed': seed,
+        'command': {'argv': getattr(opt, 'argv', None), 'cwd': os.getcwd(),
+                    'rerun': rerun_command(opt, split, seed)},
+        'options': {k: v for k, v in sorted(vars(opt).items()) if k != 'argv' and _json_able(v)},
+        'network': {'netType': opt.netType,
+                    'parameters': int(sum(p.size for p in model.params() if p.array is not None)),
+                    'fs': opt.fs, 'input_length': opt.inputLength, 'n_classes': opt.nClasses},
+        'class_names': class_names(data, opt.nClasses),
+        'data': dict(data or {}, dataset=opt.dataset, trim=info.trim),
+        'versions': versions(), 'device': device_record(device), 'code': code_record(),
+        'host': {'platform': platform.platform(), 'cpus': os.cpu_count()},
+    }
+
+
+def write_run_record(split_dir, opt, split, model, device, seed, data=None, resume=False):
+    """Write ``split_dir``/record.json (:func:`run_record`); returns warning lines (str).
+
+    A new run writes its record. ``--resume`` keeps the record of the run's start, appends the
+    resuming process's code, versions, device and command to its ``resumed`` list, and returns
+    what differs from the start (:func:`record_differences`); a split without a record (begun
+    before records were written) gets one, noting that it was written at a resume.
+    """
+    path = os.path.join(split_dir, RECORD_FILE)
+    record = run_record(opt, split, model, device, seed, data)
+    warnings = []
+    if resume and os.path.isfile(path):
+        with open(path) as f:
+            first = json.load(f)
+        warnings = record_differences(first, data=data, now=record)
+        first.setdefault('resumed', []).append(
+            {key: record[key] for key in ('written', 'command', 'versions', 'device', 'code')})
+        record = first
+    elif resume:
+        record['note'] = 'written when the run was resumed; its start has no record'
+    utils.write_json(path, record)
+    return warnings
+
+
+def read_run_record(split_dir):
+    """The split's record.json as a dict, or None when it has none (a run from before records
+    were written). Raises UserError naming the file when it is not readable JSON."""
+    path = os.path.join(split_dir, RECORD_FILE)
+    if not os.path.isfile(path):
+        return None
+    return utils.read_json_object(path, 'restore it from a backup, or delete it (the run then '
+                                        'has no record)')
+
+
+def _code_text(code):
+    if not code or code.get('commit') is None:
+        return 'no git commit known'
+    text = f'commit {code["commit"][:12]}'
+    if not code.get('clean'):
+        changed = code.get('changed') or []
+        text += (f' with uncommitted changes to {", ".join(changed[:3])}'
+                 + (f' and {len(changed) - 3} more' if len(changed) > 3 else ''))
+    return text
+
+
+def record_differences(record, data=None, now=None):
+    """What differs between a run record and the present, as one-line texts (empty: nothing).
+
+    Args:
+        record: a run record (:func:`run_record`, read back from record.json).
+        data: :func:`data_record` of the data file in use now, or None (not compared).
+        now: the present's record (compared: ``code``, ``versions``); None computes them.
+
+    Compared: the code (git commit and uncommitted changes), the versions of Python, NumPy,
+    SciPy, Chainer and CuPy, and, with ``data``, the data file (size and SHA-256; another path
+    to the same bytes is not a difference).
+    """
+    now = now or {'code': code_record(), 'versions': versions()}
+    lines = []
+    before, current = record.get('code') or {}, now['code']
+    if (before.get('commit'), before.get('diff_sha256')) != (current.get('commit'),
+                                                              current.get('diff_sha256')):
+        lines.append(f'the code differs from the run record: trained with '
+                     f'{_code_text(before)}, now {_code_text(current)}; results may differ')
+    old_versions = record.get('versions') or {}
+    for key, name in (('python', 'Python'), ('numpy', 'NumPy'), ('scipy', 'SciPy'),
+                      ('chainer', 'Chainer'), ('cupy', 'CuPy')):
+        if key in old_versions and old_versions[key] != now['versions'].get(key):
+            lines.append(f'{name} {old_versions[key] or "absent"} when trained, '
+                         f'{now["versions"].get(key) or "absent"} now; results may differ')
+    old_data = record.get('data') or {}
+    if data is not None and old_data.get('sha256') and (
+            old_data.get('sha256'), old_data.get('bytes')) != (data['sha256'], data['bytes']):
+        lines.append(f'the data differs from the run record: {data["file"]} ({data["bytes"]} '
+                     f'bytes, SHA-256 {data["sha256"][:12]}) is not the file trained on '
+                     f'({old_data.get("file")}, {old_data.get("bytes")} bytes, SHA-256 '
+                     f'{old_data["sha256"][:12]})')
+    return lines

@@ -2,8 +2,9 @@
 
 Usage::
 
-    python3 urbansound_gen.py DATA --source UrbanSound8K [--workers N] [--skipBad] [--folds K ...]
-    python3 urbansound_gen.py --check DATA/urbansound8k/wav16.npz [...]
+    .venv/bin/python urbansound_gen.py DATA --source UrbanSound8K [--workers N] [--skipBad] \
+        [--folds K ...]
+    .venv/bin/python urbansound_gen.py --check DATA/urbansound8k/wav16.npz [...]
 
 ``--source`` is the UrbanSound8K folder: ``metadata/UrbanSound8K.csv`` and
 ``audio/fold1/`` .. ``audio/fold10/`` (a folder holding a single ``UrbanSound8K/`` with that
@@ -192,7 +193,7 @@ def run(data_dir, source=None, workers=None, skip_bad=False, folds=None):
                   'listed on %s line %d' % (csv_name, r.line)) for r in rows]
     outputs = [pipeline.Output(DATASET, lambda r: True, lambda r: r.label, names, 'rows')]
     return pipeline.generate(PROG, data_dir, csv_name, DATASET, rows, items, outputs,
-                             trim=False, workers=workers, skip_bad=skip_bad)
+                             trim=registry.get(DATASET).trim, workers=workers, skip_bad=skip_bad)
 
 
 if __name__ == '__main__':

@@ -73,6 +73,43 @@ def progress(iterable=None, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
+def command(script, cwd=None):
+    """How to run the project's ``script`` (e.g. 'main.py') as one types it, for hints.
+
+    The interpreter running now (after ``bash scripts/setup.sh``, the project's
+    ``.venv/bin/python``) and the script in this repository, each as a path relative to ``cwd``
+    (default: the current directory) when it lies below it, else absolute; e.g.
+    ``.venv/bin/python esc_gen.py`` in the repository root. Returns a str.
+    """
+    here = os.path.abspath(cwd or os.getcwd())
+
+    def short(path):
+        rel = os.path.relpath(path, here)
+        return path if rel.startswith(os.pardir) else rel
+    repo = os.path.dirname(os.path.abspath(__file__))
+    python = short(sys.executable) if sys.executable else 'python3'
+    if os.sep not in python:
+        python = os.path.join(os.curdir, python)  # a bare name would be looked up on PATH
+    return f'{python} {short(os.path.join(repo, script))}'
+
+
+def read_json_object(path, hint):
+    """The JSON object (dict) in the file ``path``.
+
+    Raises UserError '<path>: unreadable (...); <hint>' when the file cannot be read or parsed,
+    and '<path>: not a JSON object; <hint>' when it holds another JSON value; ``hint`` says what
+    to do.
+    """
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f'{path}: unreadable ({type(e).__name__}: {e}); {hint}') from None
+    if not isinstance(value, dict):
+        raise UserError(f'{path}: not a JSON object; {hint}')
+    return value
+
+
 def write_json(path, obj):
     """Write ``obj`` as indented JSON to ``path`` atomically (see :func:`atomic_write`)."""
     def write(tmp):

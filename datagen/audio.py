@@ -253,3 +253,31 @@ def convert_clip(mono, src_fs, fs, trim):
         mono = scipy.signal.resample_poly(mono, up, down, window=_lowpass(up, down))
     out = to_int16(mono)
     return trim_silence(out) if trim else out
+
+
+def checked_clip(mono, src_fs, fs, trim):
+    """:func:`convert_clip`, refusing a clip with no non-zero sample left.
+
+    Returns the int16 clip (1-D, at ``fs`` Hz); raises BadAudio('silent at FS Hz after
+    conversion to int16 ...') when the conversion leaves nothing but zeros (a very quiet file).
+    """
+    clip = convert_clip(mono, src_fs, fs, trim)
+    if len(clip) == 0 or not np.any(clip):
+        raise BadAudio('silent at %d Hz after conversion to int16 (every sample is 0)' % fs)
+    return clip
+
+
+def load_clip(path, fs, trim):
+    """One audio file as a dataset clip, exactly as the generators make it (docs/method.md §2.2).
+
+    Args:
+        path: the file (any format libsndfile reads: WAV, FLAC, Ogg, AIFF...).
+        fs: target sample rate in Hz (int); trim: remove leading and trailing digital silence
+            (ESC datasets; ``datagen.registry`` DatasetInfo.trim).
+
+    Returns the int16 clip (1-D array of samples at ``fs``). Raises BadAudio with a one-line
+    reason for a missing, empty, truncated, unreadable, non-finite or silent file (module
+    docstring).
+    """
+    mono, src_fs = read_mono(ClipSource(path))
+    return checked_clip(mono, src_fs, fs, trim)

@@ -82,11 +82,7 @@ def _convert_job(src, path, rates, trim):
         mono, src_fs = audio.read_mono(src)
         clips = []
         for fs in rates:
-            clip = audio.convert_clip(mono, src_fs, fs, trim)
-            if len(clip) == 0 or not np.any(clip):
-                return ('bad', 'silent at %d Hz after conversion to int16 (every sample is 0)'
-                        % fs)
-            clips.append(clip)
+            clips.append(audio.checked_clip(mono, src_fs, fs, trim))
     except audio.BadAudio as e:
         return ('bad', str(e))
     except MemoryError:

@@ -70,13 +70,13 @@ def arm(point, n):
                 die()
         training.save_npz_uncompressed = save
     elif point == 'test':
-        real_wrong = training._wrong_clips
+        real_probabilities = training.ten_crop_probabilities
 
-        def wrong_clips(*args):
+        def probabilities(*args):
             if due():
                 die()
-            return real_wrong(*args)
-        training._wrong_clips = wrong_clips
+            return real_probabilities(*args)
+        training.ten_crop_probabilities = probabilities
     elif point == 'result':
         real_atomic = utils.atomic_write
 

@@ -198,9 +198,9 @@ def test_one_epoch_on_real_esc10_writes_exactly_one_result_set(esc10_subset, tmp
     proc, seconds = mpirun(2, args + ['--communicator', 'naive'])
     check(proc)
     assert files_under(save) == [
-        'split1/error.png', 'split1/log.jsonl', 'split1/loss.png', 'split1/lr.png',
-        'split1/model.npz', 'split1/result.json', 'split1/run.json', 'split1/snapshot.npz',
-        'summary.json']
+        'split1/error.png', 'split1/log.csv', 'split1/log.jsonl', 'split1/loss.png',
+        'split1/lr.png', 'split1/model.npz', 'split1/record.json', 'split1/result.json',
+        'split1/run.json', 'split1/snapshot.npz', 'summary.json']
     log = read_jsonl(os.path.join(save, 'split1', 'log.jsonl'))
     assert [e['epoch'] for e in log] == [1]
     assert proc.stdout.count('epoch 1/1 |') == 1 and proc.stdout.count('split 1: final') == 1
@@ -208,6 +208,9 @@ def test_one_epoch_on_real_esc10_writes_exactly_one_result_set(esc10_subset, tmp
     result = json.load(open(os.path.join(save, 'split1', 'result.json')))
     assert result['settings']['ranks'] == 2 and result['train_clips'] == 8
     assert result['test_clips'] == 2 and result['final_error'] in (0.0, 50.0, 100.0)
+    counts = result['confusion_matrix']['counts']  # summed over the ranks' shards
+    assert sum(map(sum, counts)) == 2 and 50.0 * (2 - np.trace(counts)) == result['final_error']
+    assert json.load(open(os.path.join(save, 'split1', 'record.json')))['options']['ranks'] == 2
     # The same weights tested by one process on the whole fold give the same error.
     capsys.readouterr()
     assert main.main(['--data', esc10_subset, *FAST, '--learning', 'intermix', '--testOnly',

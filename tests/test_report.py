@@ -1,16 +1,19 @@
-"""report.py on synthetic run folders: means, standard errors, incomplete cells, paper columns."""
+"""report.py on synthetic run folders: means, standard errors, incomplete cells, paper columns,
+best-epoch table, per-class tables and confusion-matrix figures."""
 import csv
 import json
 import math
 import os
 
+import numpy as np
 import pytest
 
 import report
+import training
 
 
 def make_split(root, save, split, net='envnetv2', learning='intermix', dataset='esc10',
-               augment=True, error=None, fgsm=None):
+               augment=True, error=None, fgsm=None, best=None, confusion=None, names=None):
     d = os.path.join(root, save, f'split{split}')
     os.makedirs(d, exist_ok=True)
     settings = {'netType': net, 'learning': learning, 'dataset': dataset,
@@ -20,6 +23,10 @@ def make_split(root, save, split, net='envnetv2', learning='intermix', dataset='
         result = {'final_error': error, 'settings': settings}
         if fgsm:
             result['fgsm'] = fgsm
+        if best:
+            result['best_error_on_test_fold'] = {'error': best[0], 'epoch': best[1]}
+        if confusion is not None:
+            result.update(training.per_class_results(confusion, names))
         json.dump(result, open(os.path.join(d, 'result.json'), 'w'))
 
 
@@ -40,9 +47,11 @@ def test_means_standard_errors_and_incomplete_cells(tmp_path, capsys):
             'not run 4,5 | 10.9 ± 0.6 |') in text
     rows = list(csv.DictReader(open(os.path.join(out, 'report.csv'))))
     by = {r['learning']: r for r in rows}
-    assert math.isclose(float(by['intermix']['standard_error']), math.sqrt(2))
+    assert math.isclose(float(by['intermix']['final test error (%): standard error']),
+                        math.sqrt(2))
     assert by['intermix']['complete'] == 'True' and by['standard']['complete'] == 'False'
-    assert by['standard']['errors'] == '20.0000 25.0000' and by['standard']['unfinished'] == '3'
+    assert by['standard']['final test error (%) per split'] == '20.0000 25.0000'
+    assert by['standard']['unfinished'] == '3'
     assert os.path.getsize(os.path.join(out, 'report.png')) > 1000
 
 
@@ -53,10 +62,10 @@ def test_single_split_has_no_standard_error_and_no_paper_without_flag(tmp_path, 
     text = capsys.readouterr().out
     assert ('| envnet / bc | 30.00 (1/5; one split: no SE) incomplete: not run 1,3,4,5 |'
             in text)
-    assert '±' not in text.split('| envnet / bc |')[1]
+    assert all('±' not in line for line in text.splitlines() if line.startswith('| envnet / bc |'))
     assert 'paper' not in text
     row = next(csv.DictReader(open(os.path.join(tmp_path, 'rep', 'report.csv'))))
-    assert row['standard_error'] == '' and row['n_splits'] == '1'
+    assert row['final test error (%): standard error'] == '' and row['n_splits'] == '1'
 
 
 def test_fgsm_rows_average_over_splits_with_paper_rows(tmp_path, capsys):
@@ -182,3 +191,78 @@ def test_no_runs_and_no_paper_is_a_usage_error(capsys):
         report.main([])
     assert e.value.code == 2
     assert 'give one or more run folders' in capsys.readouterr().err
+
+
+NAMES = ['dog', 'rain', 'sea_waves']
+
+
+def test_best_epoch_table_and_columns_beside_the_final_error(tmp_path, capsys):
+    root = str(tmp_path)
+    make_split(root, 'a', 1, error=10.0, best=(6.0, 40))
+    make_split(root, 'a', 2, error=14.0, best=(10.0, 35))
+    out = str(tmp_path / 'rep')
+    assert report.main([root, '--out', out]) == 0
+    text = capsys.readouterr().out
+    assert '## Test error (%) at the final epoch' in text
+    assert '| envnetv2 +aug / intermix | 12.00 ± 2.00 (2/5) incomplete: not run 3,4,5 |' in text
+    assert ('chosen on the test fold (optimistic: the test fold picked the epoch; not a result)'
+            in text)
+    # mean 8, SE = sd 2.83 / sqrt 2 = 2
+    assert ('| envnetv2 +aug / intermix | 8.00 ± 2.00 (2/5) incomplete: not run 3,4,5; chosen '
+            'epochs 40, 35 |') in text
+    row = next(csv.DictReader(open(os.path.join(out, 'report.csv'))))
+    assert row['final test error (%): mean'] == '12.0'
+    assert row['best-epoch test error (%), chosen on the test fold: mean'] == '8.0'
+    assert row['best-epoch test error (%), chosen on the test fold, per split'] == '6.0000 10.0000'
+    assert row['best epoch per split (chosen on the test fold)'] == '40 35'
+
+
+def test_per_class_tables_and_confusion_figure_summed_over_splits(tmp_path, capsys):
+    root = str(tmp_path)
+    # split 1: dog 2/2 right, rain 1 of 2 taken for dog, sea_waves 0/1 right (taken for rain)
+    make_split(root, 'a', 1, error=40.0, confusion=[[2, 0, 0], [1, 1, 0], [0, 1, 0]],
+               names=NAMES)
+    # split 2: dog 1 of 2 wrong, no rain clip, sea_waves 2/2 right
+    make_split(root, 'a', 2, error=25.0, confusion=[[1, 0, 1], [0, 0, 0], [0, 0, 2]],
+               names=NAMES)
+    make_split(root, 'a', 3, error=30.0)  # a result from before per-class results
+    out = str(tmp_path / 'rep')
+    assert report.main([root, '--out', out]) == 0
+    md = open(os.path.join(out, 'report.md')).read()
+    assert '| dog | 0.0 | 50.0 | 25.0 ± 25.0 | 4 |' in md
+    assert '| rain | 50.0 | - | 50.0 | 2 |' in md           # one split: no standard error
+    assert '| sea_waves | 100.0 | 0.0 | 50.0 ± 50.0 | 3 |' in md
+    assert '| all classes | 40.0 | 25.0 | 32.5 ± 7.5 | 9 |' in md
+    assert 'Splits 3 have no per-class results' in md
+    rows = list(csv.DictReader(open(os.path.join(out, 'per_class.csv'))))
+    assert len(rows) == 8  # (3 classes + all) x 2 splits
+    rain2 = next(r for r in rows if r['class'] == 'rain' and r['split'] == '2')
+    assert rain2['test error (%)'] == '' and rain2['test clips'] == '0'
+    png = os.path.join(out, 'confusion-esc10-envnetv2-aug-intermix.png')
+    with open(png, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    assert 'confusion-esc10-envnetv2-aug-intermix.png' in capsys.readouterr().err
+
+
+def test_confusion_figure_grows_with_the_classes(tmp_path):
+    import matplotlib.image
+    sizes = []
+    for n in (10, 50):
+        names = [f'class number {k}' for k in range(n)]
+        confusion = {1: np.eye(n, dtype=np.int64) * 8}
+        path = str(tmp_path / f'c{n}.png')
+        report.confusion_figure(('envnetv2', True, 'intermix', 'esc50'), names, confusion, path)
+        sizes.append(matplotlib.image.imread(path).shape[:2])
+    assert sizes[1][0] > 2 * sizes[0][0] and sizes[1][1] > 2 * sizes[0][1]
+
+
+def test_splits_with_other_class_names_are_refused_and_nothing_is_written(tmp_path, capsys):
+    root = str(tmp_path)
+    make_split(root, 'a', 1, error=0.0, confusion=np.eye(3, dtype=int), names=NAMES)
+    make_split(root, 'a', 2, error=0.0, confusion=np.eye(3, dtype=int), names=['a', 'b', 'c'])
+    out = tmp_path / 'rep'
+    assert report.main([root, '--out', str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('report.py: error: ') and 'classes differ' in err
+    assert err.count('\n') == 1 and not out.exists()
+

@@ -65,12 +65,20 @@ def test_one_epoch_of_each_learning_method_writes_the_split_files(tiny_data, tmp
                              '--save', save], capsys)
     assert rc == 0, err
     split = os.path.join(save, 'split1')
-    for name in ('model.npz', 'snapshot.npz', 'log.jsonl', 'result.json', 'error.png'):
+    for name in ('model.npz', 'snapshot.npz', 'log.jsonl', 'log.csv', 'result.json', 'error.png',
+                 'record.json'):
         assert os.path.isfile(os.path.join(split, name)), name
     result = json.load(open(os.path.join(split, 'result.json')))
     log = read_jsonl(os.path.join(split, 'log.jsonl'))
     assert [e['epoch'] for e in log] == [1]
     assert result['final_error'] == log[-1]['validation/main/error']
+    # The confusion matrix is that of the final test: its clips, its error.
+    counts = np.array(result['confusion_matrix']['counts'])
+    assert counts.shape == (10, 10) and counts.sum() == 4
+    assert 100.0 * (4 - np.trace(counts)) / 4 == result['final_error']
+    assert result['confusion_matrix']['class_names'][0] == 'dog'
+    assert sum(result['test_clips_per_class'].values()) == 4
+    assert 'test error (%)' in result['metrics']['final_error']
     assert result['learning'] == learning and result['epochs'] == 1
     assert 0.0 <= result['final_error'] <= 100.0
     assert result['train_clips'] == 16 and result['test_clips'] == 4
@@ -114,7 +122,7 @@ def test_test_only_reproduces_the_final_error_exactly(tiny_data, tmp_path, capsy
     assert rc == 0, err
     fgsm = json.load(open(os.path.join(save, 'split1', 'result.json')))['fgsm']
     assert fgsm['clean'] == final and fgsm['eps=0'] == final and 'eps=0.01' in fgsm
-    assert 'FGSM error' in out
+    assert 'FGSM test error' in out
 
 
 @pytest.mark.parametrize('learning, eligible, expected', [
@@ -212,6 +220,10 @@ def test_resume_after_kill_mid_epoch_ends_with_the_same_number_of_epochs(tiny_da
     assert [e['epoch'] for e in log] == [1, 2, 3]
     result = json.load(open(os.path.join(save, 'split1', 'result.json')))
     assert result['final_epoch'] == 3
+    # The run record keeps the start and notes the resuming process.
+    record = json.load(open(os.path.join(save, 'split1', 'record.json')))
+    assert len(record['resumed']) == 1 and record['resumed'][0]['written'] >= record['written']
+    assert record['resumed'][0]['command']['argv'][-1] == '--resume'
     # A finished split is skipped by --resume.
     skipped = subprocess.run(cmd + ['--resume'], cwd=REPO_ROOT, capture_output=True, text=True)
     assert skipped.returncode == 0 and 'skipped' in skipped.stdout
@@ -264,6 +276,9 @@ def test_legacy_pickled_dataset_needs_allow_pickle(tmp_path, capsys):
     assert rc == 2 and '--allowPickle' in err
     rc, _, err = run_main(args + ['--allowPickle'], capsys)
     assert rc == 0, err
+    # The file names two classes (class0, class1); the network's other outputs are named too.
+    names = json.load(open(tmp_path / 'run' / 'split1' / 'record.json'))['class_names']
+    assert names == [f'class{k}' for k in range(10)]
 
 
 def test_stock_conv_flag_trains_the_same_model_without_the_fast_path(tiny_data, tmp_path, capsys,
@@ -287,3 +302,54 @@ def test_stock_conv_flag_trains_the_same_model_without_the_fast_path(tiny_data, 
     assert sorted(fast.files) == sorted(stock.files)
     for key in fast.files:  # same seed, same steps: equal within float32 rounding
         np.testing.assert_allclose(fast[key], stock[key], rtol=1e-3, atol=1e-5, err_msg=key)
+
+
+def test_ten_crop_confusion_averages_the_softmax_over_crops():
+    """3 clips x 2 crops whose logits are the crops' first 3 samples: clip 0's crops vote for
+    class 0 (strongly) and class 1 (weakly), so the average picks 0; clip 1 is class 2 twice;
+    clip 2's crops vote for class 1 (logit 2) and class 2 (logit 1): the average picks 1."""
+    crops = np.zeros((3, 2, 5), np.float32)
+    crops[0, 0, :3] = [5, 0, 0]
+    crops[0, 1, :3] = [0, 0.5, 0]
+    crops[1, :, 2] = 3
+    crops[2, 0, 1], crops[2, 1, 2] = 2, 1
+
+    def model(x):
+        assert x.shape[1:] == (1, 1, 5) and len(x) % 2 == 0  # 2 crops per clip
+        return x[:, 0, 0, :3]
+    prob = training.ten_crop_probabilities(model, crops)
+    e = np.exp
+    assert prob[0] == pytest.approx([(e(5) / (e(5) + 2) + 1 / (2 + e(0.5))) / 2,
+                                     (1 / (e(5) + 2) + e(0.5) / (2 + e(0.5))) / 2,
+                                     (1 / (e(5) + 2) + 1 / (2 + e(0.5))) / 2])
+    labels = np.array([0, 2, 2], np.int32)
+    batches = [[(crops[i], labels[i]) for i in (0, 1)], [(crops[2], labels[2])]]
+    import chainer
+    device = chainer.get_device('@numpy')
+    confusion = training.ten_crop_confusion(model, batches, chainer.dataset.concat_examples,
+                                            device, n_classes=3)
+    assert confusion.tolist() == [[1, 0, 0], [0, 0, 0], [0, 1, 1]]
+    assert training.ten_crop_counts(model, batches, chainer.dataset.concat_examples,
+                                    device) == (1, 3)
+
+
+def test_per_class_results_from_a_confusion_matrix():
+    r = training.per_class_results([[3, 1, 0], [0, 0, 2], [0, 0, 0]], ['a', 'b', 'c'])
+    assert r['test_error_per_class'] == {'a': 25.0, 'b': 100.0, 'c': None}
+    assert r['test_clips_per_class'] == {'a': 4, 'b': 2, 'c': 0}
+    assert r['confusion_matrix'] == {'class_names': ['a', 'b', 'c'], 'rows': 'true class',
+                                     'columns': 'predicted class',
+                                     'counts': [[3, 1, 0], [0, 0, 2], [0, 0, 0]]}
+    with pytest.raises(ValueError):
+        training.per_class_results([[1, 0], [0, 1]], ['a', 'b', 'c'])
+
+
+def test_csv_log_has_named_columns_and_an_empty_cell_where_not_tested():
+    log = [{'epoch': 1, 'iteration': 4, 'lr': 0.1 * 0.1 * 0.01, 'main/loss': 2.5,
+            'main/error': 75.0, 'elapsed_time': 3.25},
+           {'epoch': 2, 'iteration': 8, 'lr': 0.01, 'main/loss': 1.0, 'main/error': 50.0,
+            'validation/main/error': 37.5, 'elapsed_time': 6.5}]
+    assert training.CsvLog(None, None).render(log).split('\r\n') == [
+        'epoch,iteration,learning rate,train loss,train error (%),test error (%),elapsed time (s)',
+        '1,4,0.0001,2.5,75,,3.25', '2,8,0.01,1,50,37.5,6.5', '']
+
