@@ -1205,10 +1205,9 @@ def rerun_command(opt, split, seed):
     """The ``main.py`` command that reruns split ``split``: every resolved setting as an
     explicit flag, and ``--seed`` the base from which the split's ``seed`` was derived
     (seed = base + 1000 x split, docs/method.md §6.6), so the same data, settings and random
-    draws (with ``--nWorkers 0``; worker processes seed their crops with their process ids).
-    The weights agree with the first run's to float rounding (multi-threaded BLAS sums in
-    varying order). Run it from the repository root; give another ``--save`` to keep the first
-    run."""
+    draws (every stream is a function of the seed and a counter, whatever ``--nWorkers``; on the
+    CPU the weights are byte-identical, on a GPU equal to the kernels' float rounding). Run it
+    from the repository root; give another ``--save`` to keep the first run."""
     args = ['--data', opt.data, '--dataset', opt.dataset, '--netType', opt.netType,
             '--learning', opt.learning]
     if opt.mixing:
