@@ -440,16 +440,21 @@ def _conv_grad_w(x, gy, kh, kw, stride, pad, w_dtype):
     return np.ascontiguousarray(gw, dtype=w_dtype)
 
 
+def _deconv_geometry(gy, W, stride, pad, outsize):
+    """The sizes of a convolution's input gradient: stride (sh, sw), padding (ph, pw), the input's
+    (h, w), gy's (n, o, ho, wo) and W's (c, kh, kw)."""
+    n, o, ho, wo = gy.shape
+    _, c, kh, kw = W.shape
+    return tuple(stride), tuple(pad), tuple(outsize), (n, o, ho, wo), (c, kh, kw)
+
+
 def _deconv_phases(gy, W, stride, pad, outsize):
     """gx by stride phase: padded positions p = s*q + r receive sum_t gy[q - t] * W[s*t + r], a
     stride-1 full correlation of gy with the flipped sub-kernel W[r::s] -- one forward
     convolution (im2col of gy, K = O*kh*kw/(sh*sw)) per (rh, rw) phase, written into the strided
     phase of the padded channels-last result."""
-    sh, sw = stride
-    ph, pw = pad
-    h, w = outsize
-    n, o, ho, wo = gy.shape
-    _, c, kh, kw = W.shape
+    (sh, sw), (ph, pw), (h, w), (n, o, ho, wo), (c, kh, kw) = _deconv_geometry(
+        gy, W, stride, pad, outsize)
     dtype = gy.dtype
     hp, wp = h + 2 * ph, w + 2 * pw
     gxp = np.empty((n, hp, wp, c), dtype=dtype)
@@ -470,11 +475,8 @@ def _deconv_scatter(gy, W, stride, pad, outsize):
     """gx by GEMM gcols = gy (positions, O) @ W (O, kh*kw*C) per tile, then kh*kw strided
     scatter-adds (col2im) into the padded channels-last result. Jobs are whole batch chunks, so
     no two workers add into the same clip."""
-    sh, sw = stride
-    ph, pw = pad
-    h, w = outsize
-    n, o, ho, wo = gy.shape
-    _, c, kh, kw = W.shape
+    (sh, sw), (ph, pw), (h, w), (n, o, ho, wo), (c, kh, kw) = _deconv_geometry(
+        gy, W, stride, pad, outsize)
     dtype = gy.dtype
     k = kh * kw * c
     wmat_t = np.ascontiguousarray(W.transpose(0, 2, 3, 1)).reshape(o, k)

@@ -23,7 +23,6 @@ version on): per cell a table of the test error of each class per split (in repo
 confusion matrix summed over the splits, labelled with the class names.
 """
 import csv
-import json
 import os
 import sys
 
@@ -145,13 +144,7 @@ def _read_json(path, required=()):
     passing its test; UserError naming the file, what is wrong and what to do otherwise."""
     fix = ('pass the folders of finished runs only, or restore the file (main.py rewrites '
            'result.json when the split is rerun with --resume after deleting it)')
-    try:
-        with open(path) as f:
-            value = json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserError(f'{path}: unreadable ({" ".join(str(e).split())}); {fix}') from None
-    if not isinstance(value, dict):
-        raise UserError(f'{path}: not a JSON object; {fix}')
+    value = utils.read_json_object(path, fix)
     for key, valid in required.items():
         parent, _, child = key.partition('.')
         item = value.get(parent)
