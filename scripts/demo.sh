@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: set up the venv, generate ESC-10 from the real clips, and train
-# EnvNet-v2 with InterMix (hidden points 1-4, sound mixing ratio, strong augmentation) on split 1
-# with a short CPU schedule, then print the 10-crop test error. Extra arguments go to main.py.
+# PiczakCNN (--netType logmel_cnn, the paper's Table 1 row "PiczakCNN") with InterMix at its
+# hidden mixing points (1 and 2: after conv1 + pool and after conv2 + pool; sound mixing ratio,
+# interference, random phase shifts) on split 1 (test fold 1), printing the 10-crop test error
+# every 5 epochs, then the final one. Extra arguments go to main.py.
+#
+# This is a SHORT schedule, not the paper's protocol: 60 epochs (LR 0.01, x0.1 at epochs 30 and
+# 45) instead of the 1200 that docs/method.md §6 prescribes for a mixing method, one split of five,
+# no strong augmentation. It shows the whole pipeline learning in a few minutes on 2 CPU cores;
+# the full-protocol numbers are in reproduction/ (README, "Results").
+#
+# Run on the 2-core development machine (see README, "Main job"): about 3 minutes after set-up,
+# final test error 30-35 % on split 1 (chance: 90 %).
+#
 #   ESC50_DIR  ESC-50 layout to read (default ../shared/data/ESC-50-esc10, the 400 ESC-10 clips)
 #   DATA       where esc_gen.py writes the npz files (default data/)
-#   EPOCHS     epochs (default 2, 10 SGD steps: about 3 minutes on 2 CPU cores, a smoke test of
-#              the whole pipeline; expect near-chance error. The paper trains 1200 epochs)
+#   EPOCHS     epochs (default 60)
 #   SAVE       output folder (default results/demo-<date-time>)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 ESC50_DIR=${ESC50_DIR:-../shared/data/ESC-50-esc10}
 DATA=${DATA:-data}
-EPOCHS=${EPOCHS:-2}
+EPOCHS=${EPOCHS:-60}
 SAVE=${SAVE:-results/demo-$(date +%Y%m%d-%H%M%S)}
-if [ ! -f "$DATA/esc10/wav44.npz" ]; then
+if [ ! -f "$DATA/esc10/wav22.npz" ]; then
   .venv/bin/python esc_gen.py "$DATA" --source "$ESC50_DIR"
 fi
-exec .venv/bin/python main.py --data "$DATA" --dataset esc10 --netType envnetv2 \
-  --learning intermix --eligible 1 2 3 4 --mixup_type sound --strongAugment --split 1 \
-  --nEpochs "$EPOCHS" --schedule 0.7 --testEvery "$EPOCHS" --save "$SAVE" "$@"
+exec .venv/bin/python main.py --data "$DATA" --dataset esc10 --netType logmel_cnn \
+  --learning intermix --split 1 --nEpochs "$EPOCHS" --testEvery 5 --save "$SAVE" "$@"
