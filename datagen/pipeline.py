@@ -19,7 +19,6 @@ here and shared:
 A new dataset is one entry point (its source layout, CSV columns and classes, a list of
 :class:`Output`) plus one row in :data:`datagen.registry.DATASETS`.
 """
-import argparse
 import collections
 import csv
 import io
@@ -396,7 +395,7 @@ def make_parser(prog, names, source_help):
     """
     files = ' and '.join('DATA/%s/wav*.npz' % n for n in names)
     reports = ' (and '.join('DATA/%s/skipped.txt' % n for n in names) + ')' * (len(names) - 1)
-    parser = argparse.ArgumentParser(
+    parser = utils.OneLineParser(
         prog=prog, description='Build %s from %s, or check such a file (--check).'
                                % (files, registry.get(names[0]).title))
     parser.add_argument('data', metavar='DATA', nargs='?',
@@ -425,18 +424,14 @@ def generator_main(prog, parser, argv, run):
     """
     try:
         args = parser.parse_args(argv)
+        if args.check and args.data is not None:
+            parser.error('--check takes npz files, not DATA')
+        if not args.check and args.data is None:
+            parser.error('DATA is required (or --check NPZ)')
     except SystemExit as e:
         return e.code
     if args.check:
-        if args.data is not None:
-            parser.print_usage(sys.stderr)
-            print('%s: error: --check takes npz files, not DATA' % prog, file=sys.stderr)
-            return 2
         return cli(prog, lambda: run_check(args.check))
-    if args.data is None:
-        parser.print_usage(sys.stderr)
-        print('%s: error: DATA is required (or --check NPZ)' % prog, file=sys.stderr)
-        return 2
     return cli(prog, lambda: run(args))
 
 

@@ -309,6 +309,19 @@ def test_check_command(generated, capsys):
     assert rc == 2 and '--check takes npz files, not DATA' in err
 
 
+@pytest.mark.parametrize('argv, words', [
+    ([], 'DATA is required'),
+    (['out', '--workers', 'two'], "--workers: invalid int value: 'two'"),
+    (['out', '--noSuchFlag'], 'unrecognized arguments: --noSuchFlag'),
+])
+def test_command_line_mistakes_are_one_line(tmp_path, capsys, argv, words):
+    argv = [str(tmp_path / a) if a == 'out' else a for a in argv]
+    rc, out, err = run_gen(capsys, *argv)
+    assert rc == 2 and out == ''
+    assert err.count('\n') == 1 and words in err and err.startswith('esc_gen.py: error: ')
+    assert not (tmp_path / 'out').exists()
+
+
 def test_csv_missing_column(tmp_path, capsys):
     src = str(tmp_path / 'src')
     make_tree(src)
