@@ -21,8 +21,13 @@ markers). From the splits whose result.json holds the final test's confusion mat
 version on): per cell a table of the test error of each class per split (in report.md, and
 ``OUT/per_class.csv``, one row per cell, class and split) and ``OUT/confusion-<cell>.png``, the
 confusion matrix summed over the splits, labelled with the class names.
+
+From each split's ``log.jsonl`` (when present), ``OUT/curves-<dataset>.png`` draws the test error
+against the epoch: one panel per network, one colour per learning method, one line per split, and
+with ``--paper`` the paper's error as a dashed line of the same colour.
 """
 import csv
+import json
 import os
 import sys
 
@@ -563,6 +568,101 @@ def bar_chart(records, path):
     plt.close(fig)
 
 
+def read_curve(split_dir):
+    """The test error against the epoch from a split's ``log.jsonl`` (training.JsonLinesLog).
+
+    Returns ``(epochs, errors)``, two lists in log order: the epochs whose entry has a test
+    error (``validation/main/error``, %) and those errors; both empty when the split has no
+    log.jsonl. Raises UserError naming the file and line when a line is not a JSON object.
+    """
+    path = os.path.join(split_dir, 'log.jsonl')
+    epochs, errors = [], []
+    if not os.path.isfile(path):
+        return epochs, errors
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise UserError(f'{path}: unreadable ({type(e).__name__}: {e})') from None
+    for number, line in enumerate(lines, 1):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if not isinstance(entry, dict):
+            raise UserError(f'{path}: line {number} is not a JSON object; pass the folders of '
+                            f'runs of main.py, or delete the damaged log.jsonl')
+        error = entry.get('validation/main/error')
+        if isinstance(error, (int, float)) and isinstance(entry.get('epoch'), int):
+            epochs.append(entry['epoch'])
+            errors.append(float(error))
+    return epochs, errors
+
+
+def collect_curves(cells):
+    """The test-error curves of every split of ``cells`` (see :func:`collect`) that has them.
+
+    Returns ``{dataset: {(network, strong augmentation): [(learning, 'split<k>', epochs,
+    errors)]}}`` from :func:`read_curve`, finished splits and unfinished ones alike. Raises
+    UserError (from :func:`read_curve`) for a damaged log.jsonl.
+    """
+    curves = {}
+    for key in sorted(cells, key=_sort_key):
+        net, augment, learning, dataset = key
+        for folder in cells[key]['folders']:
+            for name in sorted(os.listdir(folder)):
+                split_dir = os.path.join(folder, name)
+                if name.startswith('split') and os.path.isfile(os.path.join(split_dir, 'run.json')):
+                    epochs, errors = read_curve(split_dir)
+                    if epochs:
+                        curves.setdefault(dataset, {}).setdefault((net, augment), []).append(
+                            (learning, name, epochs, errors))
+    return curves
+
+
+def curve_figures(curves, out, with_paper):
+    """Draw ``OUT/curves-<dataset>.png`` for each dataset of ``curves`` (:func:`collect_curves`).
+
+    One panel per (network, strong augmentation), one colour per learning method, one line per
+    split; with ``with_paper`` the paper's error of the cell as a dashed horizontal line in the
+    method's colour. Returns the written file names.
+    """
+    if not curves:
+        return []
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    written = []
+    for dataset in [d for d in DATASET_ORDER if d in curves]:
+        panels = curves[dataset]
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+        for ax, ((net, augment), lines) in zip(axes[0], panels.items()):
+            colours = {}
+            for learning, split, epochs, errors in lines:
+                colour = colours.setdefault(learning, f'C{len(colours)}')
+                ax.plot(epochs, errors, color=colour, lw=1, alpha=0.8,
+                        label=f'{learning} {split}')
+            if with_paper:
+                for learning, colour in colours.items():
+                    paper = paper_cell(net, augment, learning, dataset)
+                    if paper is not None:
+                        ax.axhline(paper[0], color=colour, ls='--', lw=1,
+                                   label=f'{learning}: paper {paper_text(paper)}')
+            ax.set_title(f'{row_label(net, augment, "").rstrip(" /")}, {dataset}')
+            ax.set_xlabel('epoch')
+            ax.set_ylabel('test error (%)')
+            ax.set_ylim(bottom=0)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        name = f'curves-{dataset}.png'
+        utils.atomic_write(os.path.join(out, name),
+                           lambda tmp: fig.savefig(tmp, format='png', dpi=100), suffix='.png')
+        plt.close(fig)
+        written.append(name)
+    return written
+
+
 def main(argv=None):
     p = utils.OneLineParser(prog=PROG, description=__doc__.split('\n\n')[0],
                             epilog='example: .venv/bin/python report.py results/ --paper')
@@ -571,8 +671,8 @@ def main(argv=None):
                    help="put the paper's numbers (mean ± SE) beside ours and append the paper's "
                         "Tables 1-3 whole; alone, without run folders, print just those")
     p.add_argument('--out', default=os.path.join('results', 'report'),
-                   help='folder for report.md, report.csv, report.png, per_class.csv and the '
-                        'confusion-*.png figures')
+                   help='folder for report.md, report.csv, report.png, per_class.csv, the '
+                        'confusion-*.png and the curves-*.png figures')
     args = p.parse_args(argv)
     if not args.runs:
         if not args.paper:
@@ -592,6 +692,7 @@ def main(argv=None):
         if args.paper:
             text += '\n' + paper_tables()
         per_class, class_records, figures = per_class_reports(cells, args.out)
+        curves = collect_curves(cells)
         print(text)
         os.makedirs(args.out, exist_ok=True)
 
@@ -610,6 +711,7 @@ def main(argv=None):
         for figure in figures:
             confusion_figure(*figure)
             written.append(os.path.basename(figure[-1]))
+        written += curve_figures(curves, args.out, args.paper)
         print(f'wrote {args.out}/: {", ".join(written)}', file=sys.stderr)
         return 0
     except UserError as e:

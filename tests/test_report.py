@@ -266,3 +266,39 @@ def test_splits_with_other_class_names_are_refused_and_nothing_is_written(tmp_pa
     assert err.startswith('report.py: error: ') and 'classes differ' in err
     assert err.count('\n') == 1 and not out.exists()
 
+
+
+def write_log(split_dir, entries):
+    with open(os.path.join(split_dir, 'log.jsonl'), 'w') as f:
+        f.writelines(json.dumps(e) + '\n' for e in entries)
+
+
+def test_learning_curves_from_log_jsonl(tmp_path, capsys):
+    root = str(tmp_path)
+    make_split(root, 'a', 1, net='logmel_cnn', augment=False, learning='standard', error=20.0)
+    make_split(root, 'b', 1, net='logmel_cnn', augment=False, learning='intermix')  # unfinished
+    # test error only every other epoch, as with --testEvery 2
+    write_log(os.path.join(root, 'a', 'split1'),
+              [{'epoch': 1, 'main/loss': 2.0, 'validation/main/error': 60.0},
+               {'epoch': 2, 'main/loss': 1.5},
+               {'epoch': 3, 'main/loss': 1.0, 'validation/main/error': 20.0}])
+    write_log(os.path.join(root, 'b', 'split1'), [{'epoch': 1, 'validation/main/error': 80.0}])
+    assert report.read_curve(os.path.join(root, 'a', 'split1')) == ([1, 3], [60.0, 20.0])
+    assert report.read_curve(str(tmp_path)) == ([], [])            # no log.jsonl: no curve
+    out = str(tmp_path / 'rep')
+    assert report.main([root, '--paper', '--out', out]) == 0
+    assert 'curves-esc10.png' in capsys.readouterr().err
+    assert os.path.getsize(os.path.join(out, 'curves-esc10.png')) > 1000
+    assert not os.path.exists(os.path.join(out, 'curves-esc50.png'))
+
+
+def test_a_damaged_log_jsonl_is_named_and_nothing_is_drawn(tmp_path, capsys):
+    root = str(tmp_path)
+    make_split(root, 'a', 1, error=20.0)
+    with open(os.path.join(root, 'a', 'split1', 'log.jsonl'), 'w') as f:
+        f.write('{"epoch": 1, "validation/main/error": 50.0}\n{"epoch": 2, "valid')
+    out = str(tmp_path / 'rep')
+    assert report.main([root, '--out', out]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'log.jsonl: line 2 is not a JSON object' in err
+    assert not os.path.exists(out)                               # nothing written
