@@ -620,11 +620,15 @@ def collect_curves(cells):
     return curves
 
 
+# Line styles of splits 1, 2, ... in the curves (dashed is the paper's error).
+SPLIT_STYLES = ('-', ':', '-.', (0, (1, 3)), (0, (5, 1, 1, 1, 1, 1)))
+
+
 def curve_figures(curves, out, with_paper):
     """Draw ``OUT/curves-<dataset>.png`` for each dataset of ``curves`` (:func:`collect_curves`).
 
     One panel per (network, strong augmentation), one colour per learning method, one line per
-    split; with ``with_paper`` the paper's error of the cell as a dashed horizontal line in the
+    split (a line style per split number); with ``with_paper`` the paper's error of the cell as a dashed horizontal line in the
     method's colour. Returns the written file names.
     """
     if not curves:
@@ -640,7 +644,8 @@ def curve_figures(curves, out, with_paper):
             colours = {}
             for learning, split, epochs, errors in lines:
                 colour = colours.setdefault(learning, f'C{len(colours)}')
-                ax.plot(epochs, errors, color=colour, lw=1, alpha=0.8,
+                style = SPLIT_STYLES[(int(split[len('split'):]) - 1) % len(SPLIT_STYLES)]
+                ax.plot(epochs, errors, color=colour, ls=style, lw=1, alpha=0.8,
                         label=f'{learning} {split}')
             if with_paper:
                 for learning, colour in colours.items():
