@@ -1288,9 +1288,8 @@ def write_run_record(split_dir, opt, split, model, device, seed, data=None, resu
     path = os.path.join(split_dir, RECORD_FILE)
     record = run_record(opt, split, model, device, seed, data)
     warnings = []
-    if resume and os.path.isfile(path):
-        with open(path) as f:
-            first = json.load(f)
+    first = read_run_record(split_dir) if resume else None
+    if first is not None:
         warnings = record_differences(first, data=data, now=record)
         first.setdefault('resumed', []).append(
             {key: record[key] for key in ('written', 'command', 'versions', 'device', 'code')})

@@ -383,6 +383,8 @@ BAD_FILES = [  # (file, damage, unfinished: result.json and model.npz removed fi
     ('result.json', 'final_epoch-', False, ['--resume'], ['result.json: final_epoch missing']),
     ('result.json', 'garbage', False, ['--testOnly'], ['result.json: unreadable']),
     ('model.npz', 'truncated', False, ['--testOnly'], ['model.npz', '--testOnly']),
+    ('record.json', 'garbage', True, ['--resume'], ['record.json: unreadable', 'delete it']),
+    ('record.json', 'garbage', False, ['--testOnly'], ['record.json: unreadable']),
 ]
 
 
