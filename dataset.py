@@ -65,7 +65,7 @@ def check_definition(soundset, dataset, data_dir='DATA'):
     """
     info = registry.get(dataset)
     path = soundset.path
-    redo = f'regenerate it with: python3 {info.generator} {data_dir} --source ...'
+    redo = f'regenerate it with: {utils.command(info.generator)} {data_dir} --source DIR'
     if not soundset.legacy and soundset.n_classes != info.n_classes:
         raise UserError(f'{path}: {soundset.n_classes} classes, but {info.title} has '
                         f'{info.n_classes} (a file of another dataset?); {redo}')
