@@ -34,7 +34,6 @@ then 2 (0 when every file was classified). A bad run folder, model or flag stops
 with one such line and status 2. Warnings (stderr) name each way the code or the library versions
 differ from the run record. Nothing is written.
 """
-import argparse
 import json
 import os
 import sys
@@ -255,8 +254,8 @@ def predict(run, model, files, device, top, as_json, out=None):
 
 
 def build_parser():
-    """The ``argparse`` parser of predict.py."""
-    p = argparse.ArgumentParser(
+    """The command-line parser of predict.py (errors in one line, ``utils.OneLineParser``)."""
+    p = utils.OneLineParser(
         prog=PROG, description=__doc__.split('\n\n')[0],
         epilog='example: .venv/bin/python predict.py results/esc10-envnetv2-intermix/split1 '
                'dog.wav recordings/ --top 3')

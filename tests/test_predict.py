@@ -301,3 +301,15 @@ def test_the_missing_data_hint_is_a_command_that_runs(tmp_path, capsys, monkeypa
     assert proc.returncode == 0 and 'usage: esc_gen.py' in proc.stdout
     monkeypatch.chdir(tmp_path)  # from elsewhere the script is named by its full path
     assert utils.command('esc_gen.py').split(' ')[1] == os.path.join(REPO_ROOT, 'esc_gen.py')
+
+
+@pytest.mark.parametrize('argv, words', [
+    (['run'], 'the following arguments are required: FILE_OR_DIR'),
+    (['run', 'a.wav', '--top', 'three'], "--top: invalid int value: 'three'"),
+])
+def test_command_line_mistakes_are_one_line(capsys, argv, words):
+    with pytest.raises(SystemExit) as e:
+        predict.main(argv)
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and out == ''
+    assert err.count('\n') == 1 and err.startswith('predict.py: error: ') and words in err
