@@ -178,8 +178,9 @@ def collect(split_dirs):
 
     Returns a dict ``{(net, augment, learning, dataset): cell}`` where cell is a dict with
     ``finished`` ({split: final error}), ``unfinished`` (sorted splits started but without a
-    result), ``fgsm`` ({split: {key: error}}), ``folders`` (sorted run folders) and ``results``
-    ({split: its result.json as a dict, plus ``folder``, the split folder}).
+    result), ``fgsm`` ({split: {key: error}}), ``folders`` (sorted run folders), ``results``
+    ({split: its result.json as a dict, plus ``folder``, the split folder}) and ``split_dirs``
+    ([(split, split folder)] of every split, finished or not).
     """
     cells = {}
     for split_dir in split_dirs:
@@ -187,9 +188,10 @@ def collect(split_dirs):
         s = run['settings']
         key = (s['netType'], bool(s['strongAugment']), s['learning'], s['dataset'])
         cell = cells.setdefault(key, {'finished': {}, 'unfinished': [], 'fgsm': {},
-                                      'folders': set(), 'results': {}})
+                                      'folders': set(), 'results': {}, 'split_dirs': []})
         split = int(os.path.basename(split_dir)[len('split'):])
         cell['folders'].add(os.path.dirname(split_dir))
+        cell['split_dirs'].append((split, split_dir))
         result_path = os.path.join(split_dir, 'result.json')
         if os.path.isfile(result_path):
             result = _read_json(result_path, RESULT_KEYS)
@@ -609,14 +611,11 @@ def collect_curves(cells):
     curves = {}
     for key in sorted(cells, key=_sort_key):
         net, augment, learning, dataset = key
-        for folder in cells[key]['folders']:
-            for name in sorted(os.listdir(folder)):
-                split_dir = os.path.join(folder, name)
-                if name.startswith('split') and os.path.isfile(os.path.join(split_dir, 'run.json')):
-                    epochs, errors = read_curve(split_dir)
-                    if epochs:
-                        curves.setdefault(dataset, {}).setdefault((net, augment), []).append(
-                            (learning, name, epochs, errors))
+        for split, split_dir in sorted(cells[key]['split_dirs']):
+            epochs, errors = read_curve(split_dir)
+            if epochs:
+                curves.setdefault(dataset, {}).setdefault((net, augment), []).append(
+                    (learning, f'split{split}', epochs, errors))
     return curves
 
 
