@@ -56,6 +56,7 @@ from chainer.training import extensions
 import dataset
 import intermix
 import models
+import optimizer as fused_optimizer
 import utils
 from utils import UserError
 
@@ -360,7 +361,9 @@ class MixingUpdater(training.updaters.StandardUpdater):
         model.cleargrads()
         loss.backward()
         optimizer.update()
-        bad = non_finite_arrays(trained_arrays(optimizer))
+        bad = fused_optimizer.non_finite_after_update(optimizer)
+        if bad is None:  # not checked during the update (GPU): scan the arrays
+            bad = non_finite_arrays(trained_arrays(optimizer))
         if bad:
             raise NonFiniteWeightsError(epoch, self.iteration + 1, bad)
 
@@ -854,12 +857,12 @@ def setup_split(opt, train_data, test_data, device, seed, comm=None):
         np.random.seed(rseed % 2 ** 32)
         if device.xp is not np:
             device.xp.random.seed(rseed % 2 ** 32)
-    optimizer = chainer.optimizers.NesterovAG(lr=opt.LR, momentum=opt.momentum)
+    optimizer = fused_optimizer.FusedNesterovAG(lr=opt.LR, momentum=opt.momentum,
+                                                weight_decay_rate=opt.weightDecay)
     if comm is not None:
         import chainermn
         optimizer = chainermn.create_multi_node_optimizer(optimizer, comm)
-    optimizer.setup(model)
-    optimizer.add_hook(chainer.optimizer_hooks.WeightDecay(opt.weightDecay))
+    optimizer.setup(model)  # weight decay is fused into the update (optimizer.py)
     if comm is not None:
         # ChainerMN's multi-node optimizer broadcasts rank 0's weights at its first update()
         # *instead of* updating (it has not seen the parameters yet). Broadcast them here and let

@@ -9,7 +9,7 @@ from conftest import REPO_ROOT
 TOP_LEVEL_MODULES = {
     # entry points and the design's modules
     'main.py', 'opts.py', 'esc_gen.py', 'urbansound_gen.py', 'dataset.py', 'training.py',
-    'utils.py', 'intermix.py',
+    'utils.py', 'intermix.py', 'optimizer.py',
     # tools
     'bench.py', 'bench_conv.py', 'report.py', 'predict.py', 'fastconv.py', 'compat.py',
 }
