@@ -10,16 +10,15 @@ Chainer runs the hook and the rule as separate whole-array NumPy expressions: ab
 over memory with temporaries the size of the parameter (PiczakCNN's 5000 x 5000 layer: 100 MB
 each). :class:`FusedNesterovAG` runs the same expressions on cache-sized chunks (no full-size
 temporary; each array read and written once from main memory), the chunks shared out to the
-worker threads of :mod:`fastconv` (NumPy releases the GIL in its ufuncs), and checks on the way
-that the parameter and its velocity stayed finite (their chunk sums, as
-``training.non_finite_arrays`` does). On a GPU it runs Chainer's own kernels (the hook's, then
+worker threads of :mod:`fastconv` (NumPy releases the GIL in its ufuncs). The updater still
+scans every parameter and velocity for NaN after the update (``training.non_finite_arrays``),
+which also catches values changed outside the update. On a GPU it runs Chainer's own kernels (the hook's, then
 the rule's).
 """
 import numpy as np
 
 import compat  # noqa: F401
-import chainer
-from chainer import backend, optimizer as chainer_optimizer
+from chainer import optimizer as chainer_optimizer
 from chainer.backends import cuda
 from chainer.optimizers import nesterov_ag
 
@@ -30,8 +29,7 @@ CHUNK = 1 << 16
 
 
 def _nesterov_chunk(p, g, v, tmp, lr, momentum, rate):
-    """Chainer's WeightDecay hook then NesterovAG rule on one chunk, in place; returns whether
-    ``p`` and ``v`` are finite after it (their sums, as training.non_finite_arrays)."""
+    """Chainer's WeightDecay hook then NesterovAG rule on one chunk, in place."""
     np.multiply(p, rate, out=tmp)
     g += tmp                                  # WeightDecay: g += rate * p
     v *= momentum                             # v *= momentum
@@ -41,21 +39,15 @@ def _nesterov_chunk(p, g, v, tmp, lr, momentum, rate):
     p += tmp                                  # param += momentum * momentum * v
     np.multiply(g, (1 + momentum) * lr, out=tmp)
     p -= tmp                                  # param -= (1 + momentum) * lr * grad
-    return bool(np.isfinite(p.sum())) and bool(np.isfinite(v.sum()))
 
 
 class FusedNesterovAGRule(nesterov_ag.NesterovAGRule):
     """:class:`chainer.optimizers.NesterovAGRule` with the weight decay hook fused in.
 
-    Hyperparameters: ``lr``, ``momentum`` and ``weight_decay_rate`` (the ``WeightDecay`` rate).
-    After an update on the CPU, ``finite`` says whether the parameter and its velocity ``v`` are
-    finite (None where not checked: GPU, or no gradient)."""
-
-    finite = None
+    Hyperparameters: ``lr``, ``momentum`` and ``weight_decay_rate`` (the ``WeightDecay`` rate)."""
 
     def update_core_cpu(self, param):
         grad = param.grad
-        self.finite = None
         if grad is None:
             return
         p, v = param.data, self.state['v']
@@ -72,17 +64,16 @@ class FusedNesterovAGRule(nesterov_ag.NesterovAGRule):
         threads = min(fastconv._threads(), len(starts))
         if threads <= 1:
             tmp = np.empty(min(n, CHUNK), p.dtype)
-            ok = all(_nesterov_chunk(p[a:a + CHUNK], g[a:a + CHUNK], v[a:a + CHUNK],
-                                     tmp[:min(CHUNK, n - a)], lr, momentum, rate)
-                     for a in starts)
+            for a in starts:
+                _nesterov_chunk(p[a:a + CHUNK], g[a:a + CHUNK], v[a:a + CHUNK],
+                                tmp[:min(CHUNK, n - a)], lr, momentum, rate)
         else:
             def work(w):
                 tmp = np.empty(CHUNK, p.dtype)
-                return all([_nesterov_chunk(p[a:a + CHUNK], g[a:a + CHUNK], v[a:a + CHUNK],
-                                            tmp[:min(CHUNK, n - a)], lr, momentum, rate)
-                            for a in starts[w::threads]])
-            ok = all(fastconv._executor(threads).map(work, range(threads)))
-        self.finite = ok
+                for a in starts[w::threads]:
+                    _nesterov_chunk(p[a:a + CHUNK], g[a:a + CHUNK], v[a:a + CHUNK],
+                                    tmp[:min(CHUNK, n - a)], lr, momentum, rate)
+            list(fastconv._executor(threads).map(work, range(threads)))
 
     def update_core_gpu(self, param):
         p, g = param.data, param.grad
@@ -91,7 +82,6 @@ class FusedNesterovAGRule(nesterov_ag.NesterovAGRule):
             if param._loss_scale is not None:
                 rate *= param._loss_scale
             cuda.elementwise('T p, T decay', 'T g', 'g += decay * p', 'weight_decay')(p, rate, g)
-        self.finite = None
         super().update_core_gpu(param)
 
 
@@ -110,21 +100,3 @@ class FusedNesterovAG(nesterov_ag.NesterovAG):
     def create_update_rule(self):
         return FusedNesterovAGRule(self.hyperparam)
 
-
-def non_finite_after_update(optimizer):
-    """Names of the parameters whose value or velocity the last fused CPU update left
-    non-finite (``[]`` when all stayed finite), or None when some parameter was not checked
-    (GPU, another optimizer): then the caller scans the arrays itself."""
-    target = getattr(optimizer, 'actual_optimizer', optimizer).target
-    bad = []
-    for name, param in target.namedparams():
-        rule = getattr(param, 'update_rule', None)
-        if not isinstance(rule, FusedNesterovAGRule):
-            return None
-        if rule.finite is None:
-            if param.grad is not None:
-                return None
-            continue
-        if not rule.finite:
-            bad.append(name.lstrip('/'))
-    return bad

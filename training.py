@@ -361,9 +361,7 @@ class MixingUpdater(training.updaters.StandardUpdater):
         model.cleargrads()
         loss.backward()
         optimizer.update()
-        bad = fused_optimizer.non_finite_after_update(optimizer)
-        if bad is None:  # not checked during the update (GPU): scan the arrays
-            bad = non_finite_arrays(trained_arrays(optimizer))
+        bad = non_finite_arrays(trained_arrays(optimizer))
         if bad:
             raise NonFiniteWeightsError(epoch, self.iteration + 1, bad)
 

@@ -1,6 +1,6 @@
 """The fused update (optimizer.py) against Chainer's NesterovAG + WeightDecay hook: bit-identical
 parameters and velocities after several steps, on every parameter shape of PiczakCNN and
-EnvNet-v2, and the finiteness check it makes on the way (docs/method.md §6)."""
+EnvNet-v2 (docs/method.md §6)."""
 import numpy as np
 import pytest
 
@@ -38,7 +38,6 @@ def _run(shapes, steps=3, lr=0.01, momentum=0.9, rate=5e-4, seed=0):
             a.grad, b.grad = g.copy(), g.copy()
         stock.update()
         mine.update()
-        assert fused.non_finite_after_update(mine) == []
     return stock_link, fused_link, stock, mine
 
 
@@ -76,21 +75,6 @@ def test_update_by_hand():
     v = -0.5 * g
     assert np.allclose(link.w.update_rule.state['v'], v)
     assert np.allclose(link.w.array, np.array([1.0, -2.0]) + 0.25 * v - 0.75 * g)
-
-
-def test_non_finite_is_reported_by_name():
-    link = chainer.Chain()
-    with link.init_scope():
-        link.ok = chainer.Parameter(np.ones(fused.CHUNK * 3, np.float32))
-        link.bad = chainer.Parameter(np.ones(fused.CHUNK * 3, np.float32))
-    opt = fused.FusedNesterovAG(lr=0.1, momentum=0.9, weight_decay_rate=5e-4)
-    opt.setup(link)
-    link.ok.grad = np.ones_like(link.ok.array)
-    g = np.ones_like(link.bad.array)
-    g[fused.CHUNK * 2 + 5] = np.nan
-    link.bad.grad = g
-    opt.update()
-    assert fused.non_finite_after_update(opt) == ['bad']
 
 
 def test_snapshot_of_stock_optimizer_loads(tmp_path):
