@@ -12,8 +12,8 @@ each). :class:`FusedNesterovAG` runs the same expressions on cache-sized chunks 
 temporary; each array read and written once from main memory), the chunks shared out to the
 worker threads of :mod:`fastconv` (NumPy releases the GIL in its ufuncs). The updater still
 scans every parameter and velocity for NaN after the update (``training.non_finite_arrays``),
-which also catches values changed outside the update. On a GPU it runs Chainer's own kernels (the hook's, then
-the rule's).
+which also catches values changed outside the update. On a GPU it runs Chainer's own kernels
+(the hook's, then the rule's).
 """
 import numpy as np
 
@@ -61,18 +61,16 @@ class FusedNesterovAGRule(nesterov_ag.NesterovAGRule):
         p, g, v = p.reshape(-1), grad.reshape(-1), v.reshape(-1)
         n = p.size
         starts = list(range(0, n, CHUNK))
-        threads = min(fastconv._threads(), len(starts))
-        if threads <= 1:
+        threads = max(1, min(fastconv._threads(), len(starts)))
+
+        def work(w):
             tmp = np.empty(min(n, CHUNK), p.dtype)
-            for a in starts:
+            for a in starts[w::threads]:
                 _nesterov_chunk(p[a:a + CHUNK], g[a:a + CHUNK], v[a:a + CHUNK],
                                 tmp[:min(CHUNK, n - a)], lr, momentum, rate)
+        if threads == 1:
+            work(0)
         else:
-            def work(w):
-                tmp = np.empty(CHUNK, p.dtype)
-                for a in starts[w::threads]:
-                    _nesterov_chunk(p[a:a + CHUNK], g[a:a + CHUNK], v[a:a + CHUNK],
-                                    tmp[:min(CHUNK, n - a)], lr, momentum, rate)
             list(fastconv._executor(threads).map(work, range(threads)))
 
     def update_core_gpu(self, param):
