@@ -28,6 +28,14 @@ Prints one JSON object on stdout (progress goes to stderr); ``--out`` also write
 * ``iterator``: the training iterator alone, no model: clips/s with ``--nWorkers`` 0 (in-process)
   and N worker processes (N = ``--nWorkers`` if above 0, else 2), over ``--iterBatches`` batches
   after two warm-up batches; ``ratio_to_train`` = the workers' clips/s over the train clips/s.
+* ``loop``: the whole training loop, as a user runs it: ``main.py`` itself (in this process, its
+  epoch lines on stderr) on split 1 for ``--loopEpochs`` epochs with one test, at the end, in a
+  temporary ``--save`` folder (snapshots, logs and plots included; synthetic clips are written as a
+  temporary 5-fold data file first). ``epochs_per_min`` of that run's training loop (its
+  ``seconds_this_run``) beside ``step_only_epochs_per_min`` (the median step time x steps per
+  epoch, nothing else); ``predicted_s`` = step time x steps + the full 10-crop test at the timed
+  test rate, and ``ratio_to_predicted`` = loop seconds / predicted_s (1.0: the loop costs no more
+  than its steps and its test). ``--loopEpochs 0`` skips it.
 * ``process``: peak RSS of the whole process (``ru_maxrss``), load averages, versions, threads.
 * ``--compare`` (CPU only): the stock Chainer convolution and the fast NumPy one (``fastconv``)
   on two copies of the same model and data, steps interleaved (stock, fast, stock, ...), so that
@@ -321,8 +329,82 @@ def build_parser():
                    help='synthetic clips when --data is not given')
     g.add_argument('--compare', action='store_true',
                    help='stock Chainer vs fast NumPy CPU convolution, interleaved, with ratios')
+    g.add_argument('--loopEpochs', type=int, default=2,
+                   help='epochs of the whole-loop run of main.py (0: skip it)')
     g.add_argument('--out', default=None, help='also write the JSON to this file')
     return p
+
+
+# bench.py's own options: dropped from the command line handed to main.py (True: takes a value).
+BENCH_ONLY = {'--steps': True, '--warmupSteps': True, '--testBatches': True, '--iterBatches': True,
+              '--clips': True, '--compare': False, '--loopEpochs': True, '--out': True}
+# Options the whole-loop run sets itself.
+LOOP_SET = {'--nEpochs': True, '--testEvery': True, '--split': True, '--save': True,
+            '--resume': False, '--data': True, '--dataset': True}
+
+
+def main_argv(argv, drop):
+    """``argv`` without the options in ``drop`` (name -> takes a value), in either spelling
+    (``--opt value`` or ``--opt=value``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split('=', 1)[0]
+        if name in drop:
+            skip = drop[name] and '=' not in arg
+            continue
+        out.append(arg)
+    return out
+
+
+def write_synthetic_data(root, opt, train_data, test_data):
+    """The synthetic clips as a ``--data`` folder: the test clips fold 1, the training clips
+    dealt to folds 2-5; returns ``root``."""
+    from datagen import npzio
+    (sounds, labels), (test_sounds, test_labels) = train_data, test_data
+    folds = {1: (list(test_sounds), list(test_labels))}
+    for k in range(2, 6):
+        folds[k] = (list(sounds[k - 2::4]), list(labels[k - 2::4]))
+    npzio.save_sound_npz(dataset.dataset_path(root, opt.dataset, opt.fs), folds, opt.fs,
+                         [f'class{c}' for c in range(opt.nClasses)])
+    return root
+
+
+def whole_loop(opt, argv, step_s, test_clips_per_s, train_data, test_data):
+    """The ``loop`` figures: main.py on split 1 for ``opt.loopEpochs`` epochs (see above)."""
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix='bench-loop-') as tmp:
+        data = opt.data if opt.data != '(synthetic)' else write_synthetic_data(
+            os.path.join(tmp, 'data'), opt, train_data, test_data)
+        save = os.path.join(tmp, 'run')
+        args = main_argv(argv, {**BENCH_ONLY, **LOOP_SET}) + [
+            '--data', data, '--dataset', opt.dataset, '--split', '1', '--nEpochs', str(opt.loopEpochs),
+            '--testEvery', str(opt.loopEpochs), '--save', save]
+        log(f'whole loop: main.py {" ".join(args)}')
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(sys.stderr):
+            rc = main_module.main(args)
+        wall = time.perf_counter() - t0
+        if rc != 0:
+            raise UserError(f'the whole-loop run of main.py failed (exit status {rc}); '
+                            f'its message is above')
+        split = os.path.join(save, 'split1')
+        with open(os.path.join(split, 'result.json')) as f:
+            result = json.load(f)
+        with open(os.path.join(split, 'log.jsonl')) as f:
+            last = json.loads(f.read().splitlines()[-1])
+    seconds = result['seconds_this_run']
+    steps = last['iteration'] / opt.loopEpochs
+    test_s = result['test_clips'] / test_clips_per_s
+    predicted = step_s * steps * opt.loopEpochs + test_s
+    return {'epochs': opt.loopEpochs, 'steps_per_epoch': steps, 'seconds': seconds,
+            'seconds_with_start_up': round(wall, 2),
+            'epochs_per_min': round(60 * opt.loopEpochs / seconds, 2),
+            'step_only_epochs_per_min': round(60 / (step_s * steps), 2),
+            'test_s_predicted': round(test_s, 2), 'predicted_s': round(predicted, 2),
+            'ratio_to_predicted': round(seconds / predicted, 3)}
 
 
 def parse(argv=None):
@@ -333,6 +415,8 @@ def parse(argv=None):
     opt.split = 1
     try:
         opts.resolve(opt)
+        if opt.loopEpochs < 0:
+            raise ValueError(f'--loopEpochs must be >= 0, got {opt.loopEpochs}')
         for key in ('steps', 'testBatches', 'iterBatches', 'clips'):
             if getattr(opt, key) < 1:
                 raise ValueError(f'--{key} must be at least 1, got {getattr(opt, key)}')
@@ -359,7 +443,7 @@ def _environment(opt, device):
     return env
 
 
-def run(opt):
+def run(opt, argv=None):
     device, line = main_module.select_device(opt.gpu)
     log(line)
     if opt.compare and device.xp is not np:
@@ -426,6 +510,14 @@ def run(opt):
         stock_rss = train['stock']['peak_rss_rise_mb']
         result['rss_ratio'] = round(train['fast']['peak_rss_rise_mb'] / stock_rss, 3) \
             if stock_rss > 0 else None
+    if opt.loopEpochs:
+        name = 'fast' if 'fast' in train else next(iter(train))
+        result['loop'] = whole_loop(opt, sys.argv[1:] if argv is None else argv,
+                                    train[name]['step_s']['median'],
+                                    test[name]['clips_per_s'], train_data, test_data)
+        log(f'whole loop: {result["loop"]["epochs_per_min"]} epochs/min '
+            f'(steps only: {result["loop"]["step_only_epochs_per_min"]}); '
+            f'{result["loop"]["ratio_to_predicted"]}x the steps and the test')
     result['process'] = {'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                                               / 1024, 1),
                          'loadavg_end': list(os.getloadavg())}
@@ -435,7 +527,7 @@ def run(opt):
 def main(argv=None):
     opt = parse(argv)
     try:
-        result = run(opt)
+        result = run(opt, argv)
     except UserError as e:
         print(f'{PROG}: error: {e}', file=sys.stderr)
         return 2

@@ -87,6 +87,11 @@ def build_parser():
     g.add_argument('--resume', action='store_true',
                    help='continue unfinished splits in --save from their last snapshot and skip '
                         'finished ones')
+    g.add_argument('--snapshotEvery', type=int, default=0, metavar='EPOCHS',
+                   help='write the trainer snapshot (what --resume continues from) every N '
+                        'epochs; 0 (default): on a schedule that keeps its writing under 2%% of '
+                        'the run time (after the first epoch, then once 49x the last write\'s '
+                        'time has passed; README "Snapshots"). The final epoch is always saved')
     g.add_argument('--gpu', type=int, default=None,
                    help='GPU id; -1 for CPU (default: GPU 0 if CuPy sees one, else CPU)')
     g.add_argument('--seed', type=int, default=None,
@@ -273,6 +278,8 @@ def resolve(opt):
     if opt.batchSize is None:
         opt.batchSize = 32 if opt.mixing else 64
 
+    if opt.snapshotEvery < 0:
+        raise ValueError(f'--snapshotEvery must be >= 0 (0: automatic), got {opt.snapshotEvery}')
     if opt.nWorkers is not None and opt.nWorkers < 0:
         raise ValueError(f'--nWorkers must be >= 0, got {opt.nWorkers}')
     opt.nCropsGiven = opt.nCrops is not None

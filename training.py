@@ -7,14 +7,16 @@ Chainer's own ``training`` machinery: ``Trainer``, ``LogReport``, ``PlotReport``
 
 Files written in the split's folder (``--save``/split{k}):
 
-- ``snapshot.npz`` — the trainer's state (model, optimizer, iterator) after the last finished
-  epoch; ``--resume`` continues from it.
+- ``snapshot.npz`` — the trainer's state (model, optimizer, iterator) at the end of an epoch:
+  the first, then on the schedule of :class:`SnapshotSchedule` (``--snapshotEvery``), and the
+  final one; ``--resume`` continues from it.
 - ``record.json`` — the run record (:func:`run_record`): resolved options, seed, the command that
   reruns it, parameter count, versions, device, git commit, the data file's size and SHA-256 and
   its class names; written when the split starts.
 - ``log.jsonl`` — one JSON object per epoch (LR, train loss, train error, test error, seconds);
   ``log.csv`` the same as a table (:class:`CsvLog`).
-- ``error.png``, ``loss.png``, ``lr.png`` — learning curves (Chainer's PlotReport).
+- ``error.png``, ``loss.png``, ``lr.png`` — learning curves (Chainer's PlotReport, redrawn on
+  test epochs: :class:`TestEpochPlotReport`).
 - ``model.npz`` — the final weights (written when training ends).
 - ``result.json`` — final test error, best test error (labelled: chosen on the test fold),
   per-class test error and confusion matrix of the final test, epochs, seconds (:data:`METRICS`).
@@ -105,6 +107,82 @@ def _atomic_savefig(figure):
     def savefig(path, **kwargs):
         utils.atomic_write(path, lambda tmp: save(tmp, format='png', **kwargs), suffix='.png')
     figure.savefig = savefig
+
+
+class TestEpochPlotReport(extensions.PlotReport):
+    """Chainer's PlotReport, which records a point every epoch but redraws its PNG only when
+    ``draw(trainer)`` holds (a test epoch, the final epoch included).
+
+    Redrawing three figures every epoch cost about as much as a PiczakCNN training epoch's
+    optimizer updates; the curves gain a test point only on test epochs, so drawing then loses
+    nothing. The recorded points (and the snapshot's copy of them) are PlotReport's own.
+    """
+
+    def __init__(self, *args, draw, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._draw = draw
+
+    def __call__(self, trainer):
+        if self._draw(trainer):
+            return super().__call__(trainer)  # records this epoch's point and draws
+        # PlotReport's recording, without the figure: average the epoch's observations.
+        observation = trainer.observation
+        self._summary.add({k: observation[k] for k in self._y_keys if k in observation})
+        if self._trigger(trainer):
+            stats = self._summary.compute_mean()
+            x = trainer.updater.epoch if self._x_key == 'epoch' else trainer.updater.iteration
+            for k in self._y_keys:
+                if k in stats:
+                    self._data[k].append((x, float(stats[k])))
+            self._init_summary()
+
+
+class SnapshotSchedule:
+    """When the trainer snapshot is written (a Chainer trigger): at the end of the final epoch,
+    and either every ``every`` epochs or, with ``every=0``, on a schedule that keeps writing it
+    under ``budget`` of the run's wall time.
+
+    The automatic schedule writes after the first epoch this process trains (which also proves
+    early that the snapshot fits on the disk), then whenever the time since the last write ended
+    has reached ``(1 - budget) / budget`` times that write's duration (49x for 2 %): so the time
+    spent writing (the first snapshot aside) is at most ``budget`` of the run, whatever the
+    network, disk or machine. The
+    duration runs from the trigger firing (Chainer calls an extension right after its trigger)
+    to the end of :meth:`timed`'s save, so it includes serialising the trainer. A kill loses at
+    most the work since the last snapshot; ``--resume`` from any snapshot repeats the
+    uninterrupted run exactly, so which epochs are saved changes no result.
+    """
+
+    def __init__(self, every, n_epochs, budget=0.02, clock=time.perf_counter):
+        if every < 0 or not 0 < budget < 1:
+            raise ValueError(f'every must be >= 0 and budget in (0, 1), got {every}, {budget}')
+        self.every, self.n_epochs, self.clock = every, n_epochs, clock
+        self.ratio = (1 - budget) / budget
+        self.fired = self.last_end = self.last_cost = None
+
+    def __call__(self, trainer):
+        updater = trainer.updater
+        if not updater.is_new_epoch:
+            return False
+        if updater.epoch >= self.n_epochs or (self.every and updater.epoch % self.every == 0):
+            due = True
+        elif self.every:
+            due = False
+        else:
+            due = (self.last_cost is None or
+                   self.clock() - self.last_end >= self.ratio * self.last_cost)
+        if due:
+            self.fired = self.clock()
+        return due
+
+    def timed(self, save):
+        """``save`` (a snapshot savefun), recording when it ended and how long the snapshot took."""
+        def savefun(path, target):
+            save(path, target)
+            self.last_end = self.clock()
+            start = self.fired if self.fired is not None else self.last_end
+            self.last_cost = self.last_end - start
+        return savefun
 
 
 class NonFiniteLossError(Exception):
@@ -983,12 +1061,14 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
         trainer.extend(EpochLine(log_report, opt.nEpochs))
         if extensions.PlotReport.available():
             for keys, name, ylabel, legend in PLOTS:
-                trainer.extend(extensions.PlotReport(
-                    keys, 'epoch', filename=name, marker=None,
+                trainer.extend(TestEpochPlotReport(
+                    keys, 'epoch', filename=name, marker=None, draw=test_now,
                     postprocess=_label_plot(ylabel, legend, log=name == 'lr.png')))
+        schedule = SnapshotSchedule(opt.snapshotEvery, opt.nEpochs)
         trainer.extend(extensions.snapshot(  # last of the epoch's extensions (priority -100)
-            filename='snapshot.npz', savefun=lambda path, target: save_npz_uncompressed(
-                path, target, where=(updater.epoch, updater.iteration))), trigger=(1, 'epoch'))
+            filename='snapshot.npz', savefun=schedule.timed(lambda path, target: (
+                save_npz_uncompressed(path, target, where=(updater.epoch, updater.iteration))))),
+            trigger=schedule)
         if sys.stdout.isatty():
             trainer.extend(extensions.ProgressBar(update_interval=1))
 

@@ -96,15 +96,27 @@ def test_compare_prints_both_paths_their_ratios_and_restores_everything(capsys, 
     assert result['speedup']['train_clips_per_s'] == pytest.approx(ratio, rel=1e-2)
     assert result['iterator']['workers_0']['clips_per_s'] > 0
     assert result['iterator']['workers_2']['clips_per_s'] > 0
+    # The whole loop: main.py's own run of 2 epochs on the synthetic clips written as a data
+    # file (12 training clips: 6 pairs, 3 steps of 2 pairs), its test on fold 1's 2 clips.
+    loop = result['loop']
+    assert (loop['epochs'], loop['steps_per_epoch']) == (2, 3)
+    assert loop['predicted_s'] == pytest.approx(
+        train['step_s']['median'] * 3 * 2 + loop['test_s_predicted'], abs=0.02)
+    assert loop['ratio_to_predicted'] == pytest.approx(loop['seconds'] / loop['predicted_s'],
+                                                       rel=0.01)
+    assert loop['epochs_per_min'] == pytest.approx(120 / loop['seconds'], rel=0.01)
+    assert 'split 1: final test error' in err  # main.py's lines went to stderr, not the JSON
     # the instrumentation and the conv path are put back
     assert (intermix.phase_shift, intermix.Mixer.__call__, chainer.Variable.backward) == originals
     assert fastconv.enabled()
 
 
 def test_standard_learning_has_no_mixing_part(capsys):
-    rc, out, err = run_bench(['--learning', 'standard', '--stockConv', *ARGS], capsys)
+    rc, out, err = run_bench(['--learning', 'standard', '--stockConv', *ARGS,
+                              '--loopEpochs', '0'], capsys)
     assert rc == 0, err
     result = json.loads(out)
+    assert 'loop' not in result
     assert list(result['train']) == ['stock']
     assert result['train']['stock']['clips_per_step'] == 2
     assert 'mixing' not in result['train']['stock']['parts_s']
@@ -114,6 +126,7 @@ def test_standard_learning_has_no_mixing_part(capsys):
 
 @pytest.mark.parametrize('extra, message', [
     (['--steps', '0'], '--steps must be at least 1'),
+    (['--loopEpochs', '-1'], '--loopEpochs must be >= 0'),
     (['--compare', '--stockConv'], 'drop --stockConv'),
     (['--eligible', '9'], '--eligible 9'),
 ])
@@ -122,6 +135,13 @@ def test_bad_options_exit_2_with_one_line(extra, message, capsys):
         bench.main(['--learning', 'intermix', *ARGS, *extra])
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_main_argv_drops_the_bench_options_in_both_spellings():
+    argv = ['--netType', 'envnet', '--steps', '3', '--compare', '--out=x.json', '--seed', '3',
+            '--loopEpochs', '2', '--nEpochs=9', '--data', 'D', '--strongAugment']
+    assert bench.main_argv(argv, {**bench.BENCH_ONLY, **bench.LOOP_SET}) == [
+        '--netType', 'envnet', '--seed', '3', '--strongAugment']
 
 
 def test_missing_data_folder_is_a_user_error(capsys, tmp_path):

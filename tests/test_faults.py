@@ -26,7 +26,7 @@ from conftest import REPO_ROOT
 
 FAULT_RUN = os.path.join(REPO_ROOT, 'tests', 'fault_run.py')
 COMMON = ['--dataset', 'esc10', '--split', '1', '--nCrops', '2', '--gpu', '-1', '--seed', '7',
-          '--testBatchSize', '2']
+          '--testBatchSize', '2', '--snapshotEvery', '1']  # the kill points count snapshots
 RUN = COMMON + ['--netType', 'soundnet5', '--learning', 'intermix', '--strongAugment',
                 '--nEpochs', '3', '--batchSize', '4']  # 16 clips: 8 pairs, 2 steps per epoch
 TIMES = ('seconds_this_run', 'seconds_total', 'elapsed_time')  # the only fields allowed to differ

@@ -353,3 +353,109 @@ def test_csv_log_has_named_columns_and_an_empty_cell_where_not_tested():
         'epoch,iteration,learning rate,train loss,train error (%),test error (%),elapsed time (s)',
         '1,4,0.0001,2.5,75,,3.25', '2,8,0.01,1,50,37.5,6.5', '']
 
+
+
+# --------------------------------------------------------------------------------------------
+# Per-epoch work a user does not need per epoch: the snapshot schedule and the plots
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class _Updater:
+    def __init__(self):
+        self.epoch, self.is_new_epoch = 0, False
+
+
+class _Trainer:
+    def __init__(self):
+        self.updater = _Updater()
+
+
+def _simulate(schedule, clock, n_epochs, epoch_s, save_s, steps=3):
+    """Run the trigger through ``n_epochs`` epochs of ``steps`` iterations each (``epoch_s``
+    seconds an epoch), a save taking ``save_s``; returns the saved epochs and the seconds saving."""
+    trainer, saved, saving = _Trainer(), [], 0.0
+    save = schedule.timed(lambda path, target: None)
+    for epoch in range(1, n_epochs + 1):
+        for step in range(steps):
+            clock.now += epoch_s / steps
+            trainer.updater.epoch = epoch if step == steps - 1 else epoch - 1
+            trainer.updater.is_new_epoch = step == steps - 1
+            if schedule(trainer):
+                assert trainer.updater.is_new_epoch  # only ever at the end of an epoch
+                clock.now += save_s
+                saving += save_s
+                save('snapshot.npz', None)
+                saved.append(epoch)
+    return saved, saving
+
+
+def test_automatic_snapshots_take_at_most_2_percent_of_the_run_and_always_the_last_epoch():
+    clock = _Clock()
+    schedule = training.SnapshotSchedule(0, 100, clock=clock)
+    # A 0.5 s snapshot after 2 s epochs: the first epoch, then each time 49 x 0.5 = 24.5 s have
+    # passed since the last write ended (13 epochs: 26 s), and the final epoch.
+    saved, saving = _simulate(schedule, clock, 100, epoch_s=2.0, save_s=0.5)
+    assert saved == [1, 14, 27, 40, 53, 66, 79, 92, 100]
+    assert schedule.last_cost == pytest.approx(0.5)
+    assert (saving - 2 * 0.5) / clock.now <= 0.02  # the first and final epochs' writes aside
+    # A snapshot costing more than an epoch: still at most 2 % (the first and final aside).
+    clock = _Clock()
+    saved, saving = _simulate(training.SnapshotSchedule(0, 1000, clock=clock), clock, 1000,
+                              epoch_s=1.0, save_s=3.0)
+    assert saved[0] == 1 and saved[-1] == 1000 and len(saved) == 8
+    assert (saving - 2 * 3.0) / clock.now <= 0.02
+
+
+def test_snapshot_every_n_epochs_and_at_the_end():
+    clock = _Clock()
+    saved, _ = _simulate(training.SnapshotSchedule(3, 10, clock=clock), clock, 10, 1.0, 100.0)
+    assert saved == [3, 6, 9, 10]
+    saved, _ = _simulate(training.SnapshotSchedule(1, 4, clock=clock), clock, 4, 1.0, 100.0)
+    assert saved == [1, 2, 3, 4]
+    with pytest.raises(ValueError):
+        training.SnapshotSchedule(-1, 4)
+    with pytest.raises(ValueError):
+        training.SnapshotSchedule(0, 4, budget=1.0)
+
+
+def test_snapshot_every_flag_bad_value_is_one_line(tiny_data, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main.main(['--data', tiny_data, *FAST, '--snapshotEvery', '-1',
+                   '--save', str(tmp_path / 'run')])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert '--snapshotEvery' in err and len(err.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / 'run')
+
+
+def test_plots_are_drawn_on_test_epochs_but_keep_every_epoch(tiny_data, tmp_path, capsys,
+                                                             monkeypatch):
+    import matplotlib.figure
+    drawn = []
+    real = matplotlib.figure.Figure.savefig
+
+    def savefig(self, path, *args, **kwargs):
+        drawn.append(os.path.basename(str(path)))
+        return real(self, path, *args, **kwargs)
+    monkeypatch.setattr(matplotlib.figure.Figure, 'savefig', savefig)
+    save = str(tmp_path / 'run')
+    rc, _, err = run_main(['--data', tiny_data, *FAST, '--nEpochs', '5', '--testEvery', '2',
+                           '--batchSize', '8', '--save', save], capsys)
+    assert rc == 0, err
+    # Three PNGs (each through a temporary name) at the test epochs 2, 4 and the final 5.
+    assert len(drawn) == 3 * 3 and all(name.endswith('.png') for name in drawn)
+    split = os.path.join(save, 'split1')
+    with np.load(os.path.join(split, 'snapshot.npz')) as z:  # the final epoch's snapshot
+        key = next(k for k in z.files if k.endswith('_plot_error.png'))
+        points = json.loads(str(z[key]))
+    assert [x for x, _ in points['main/error']] == [1, 2, 3, 4, 5]
+    assert [x for x, _ in points['validation/main/error']] == [2, 4, 5]
+    log = read_jsonl(os.path.join(split, 'log.jsonl'))
+    assert [y for _, y in points['main/error']] == pytest.approx([e['main/error'] for e in log])
