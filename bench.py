@@ -459,11 +459,18 @@ def run(opt, argv=None):
     else:
         soundset = main_module.load_data(opt, None)
         train_data, test_data = dataset.split_folds(soundset, 1)
+    threads = fastconv.set_threads(opt.threads)
+    try:
+        return _run(opt, argv, device, train_data, test_data, seed)
+    finally:
+        fastconv.restore_threads(threads)
+
+
+def _run(opt, argv, device, train_data, test_data, seed):
     result = _environment(opt, device)
     sync = None
     if device.xp is not np:
         sync = device.xp.cuda.get_current_stream().synchronize
-
     paths = [('stock', True), ('fast', False)] if opt.compare else \
         [('stock' if opt.stockConv or not fastconv.enabled() else 'fast', opt.stockConv)]
     if device.xp is not np:

@@ -60,8 +60,8 @@ import chainer.links as L
 from chainer import function_node
 from chainer.utils import conv, type_check
 
-__all__ = ['COL_BUFFER_BYTES', 'NUM_THREADS', 'STOCK_CONV_ENV', 'FastConvolution2D',
-           'FastDeconvolution2D', 'FastConvolution2DGradW', 'fast_convolution_2d',
+__all__ = ['COL_BUFFER_BYTES', 'NUM_THREADS', 'STOCK_CONV_ENV', 'set_threads',
+           'restore_threads', 'FastConvolution2D', 'FastDeconvolution2D', 'FastConvolution2DGradW', 'fast_convolution_2d',
            'convolution_2d', 'enabled', 'set_enabled', 'use_fast', 'FastMaxPooling2D',
            'max_pooling_2d', 'use_fast_pooling', 'FastBatchNormalizationReLU', 'bn_relu',
            'use_fast_bn_relu', 'BN_BLOCK_BYTES']
@@ -187,6 +187,31 @@ def _threads():
     if not _blas:
         return 1
     return max(1, int(NUM_THREADS if NUM_THREADS is not None else _auto_threads))
+
+
+def set_threads(n):
+    """Use ``n`` threads per process (an int >= 1, or None for the default: the cores available,
+    at most OpenBLAS's own count): :data:`NUM_THREADS` worker threads in the kernels here and in
+    :mod:`optimizer`, and as many OpenBLAS threads for NumPy's other BLAS calls (the fully
+    connected layers). ``main.py --threads``; README "Two runs on one machine". Returns the
+    previous setting, for :func:`restore_threads`. Raises ValueError for ``n < 1``."""
+    global NUM_THREADS
+    if n is not None and int(n) < 1:
+        raise ValueError(f'threads must be at least 1, got {n}')
+    _threads()  # look the BLAS up (and record its own count) first
+    previous = (NUM_THREADS, _blas[0]() if _blas else None)
+    NUM_THREADS = None if n is None else int(n)
+    if _blas:
+        _blas[1](_threads())
+    return previous
+
+
+def restore_threads(previous):
+    """Undo :func:`set_threads` (``previous`` is what it returned)."""
+    global NUM_THREADS
+    NUM_THREADS, blas_threads = previous
+    if _blas and blas_threads is not None:
+        _blas[1](blas_threads)
 
 
 def _executor(n_threads):

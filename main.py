@@ -496,11 +496,15 @@ def _run(opt, comm):
     device, line = training.all_ranks_ok(comm, setup_device, opt, comm)
     if opt.nWorkers is None:
         opt.nWorkers = default_workers(device, 1 if comm is None else comm.intra_size)
+    threads = fastconv.set_threads(opt.threads)
+    if device.xp is np:
+        opt.threads = fastconv._threads()  # recorded, and in the rerun command
     previous = fastconv.set_enabled(fastconv.enabled() and not opt.stockConv)
     try:
         return _run_on(opt, comm, device, line)
     finally:
         fastconv.set_enabled(previous)
+        fastconv.restore_threads(threads)
 
 
 def _run_on(opt, comm, device, line):
@@ -509,7 +513,7 @@ def _run_on(opt, comm, device, line):
         conv = ('fast NumPy path (fastconv.py: convolution, pooling, BN + ReLU)'
                 if fastconv.enabled() else
                 f'stock Chainer (--stockConv or ${fastconv.STOCK_CONV_ENV})')
-        line += f'; convolution: {conv}'
+        line += f'; convolution: {conv}; {opt.threads} thread(s)'
     if comm is None:
         print(f'{line}; {opt.nWorkers} data worker process(es)', flush=True)
     else:

@@ -92,6 +92,11 @@ def build_parser():
                         'epochs; 0 (default): on a schedule that keeps its writing under 2%% of '
                         'the run time (after the first epoch, then once 49x the last write\'s '
                         'time has passed; README "Snapshots"). The final epoch is always saved')
+    g.add_argument('--threads', type=int, default=None, metavar='N',
+                   help='CPU threads of this process (convolution workers, optimizer, OpenBLAS); '
+                        'default: the cores available. Two runs sharing a machine: give each '
+                        'its share (README "Two runs on one machine"). CPU results are '
+                        'bit-reproducible for a given N, not across N')
     g.add_argument('--gpu', type=int, default=None,
                    help='GPU id; -1 for CPU (default: GPU 0 if CuPy sees one, else CPU)')
     g.add_argument('--seed', type=int, default=None,
@@ -278,6 +283,8 @@ def resolve(opt):
     if opt.batchSize is None:
         opt.batchSize = 32 if opt.mixing else 64
 
+    if opt.threads is not None and opt.threads < 1:
+        raise ValueError(f'--threads must be at least 1, got {opt.threads}')
     if opt.snapshotEvery < 0:
         raise ValueError(f'--snapshotEvery must be >= 0 (0: automatic), got {opt.snapshotEvery}')
     if opt.nWorkers is not None and opt.nWorkers < 0:

@@ -1266,14 +1266,16 @@ def versions():
 
 def device_record(device):
     """The Chainer device a run used: ``chainer_device`` ('@numpy', '@cupy:0'), ``kind`` and, on
-    the CPU, the processor, core count and convolution path (fastconv or stock Chainer); on a
+    the CPU, the processor, core count, convolution path (fastconv or stock Chainer) and threads
+    (``--threads``); on a
     GPU its name and whether cuDNN is used."""
     record = {'chainer_device': str(device)}
     if device.xp is np:
         import fastconv
         record.update(kind='CPU', processor=platform.processor() or platform.machine(),
                       cpus=os.cpu_count(),
-                      convolution='fastconv' if fastconv.enabled() else 'stock Chainer')
+                      convolution='fastconv' if fastconv.enabled() else 'stock Chainer',
+                      threads=fastconv._threads())
     else:
         from chainer.backends import cuda
         props = cuda.cupy.cuda.runtime.getDeviceProperties(device.device.id)
@@ -1302,7 +1304,7 @@ def rerun_command(opt, split, seed):
              '--momentum', repr(opt.momentum), '--nCrops', str(opt.nCrops),
              '--testEvery', str(opt.testEvery), '--testBatchSize', str(opt.testBatchSize),
              '--split', str(split), '--seed', str(seed - 1000 * split), '--save', opt.save]
-    for flag in ('gpu', 'nWorkers'):
+    for flag in ('gpu', 'nWorkers', 'threads'):
         if getattr(opt, flag, None) is not None:
             args += [f'--{flag}', str(getattr(opt, flag))]
     for flag in ('stockConv', 'allowPickle', 'noShuffle', 'mnBN'):

@@ -6,6 +6,8 @@
 #   OUT=DIR        where the runs are saved (default results/reproduction)
 #   DATA=DIR       esc_gen.py output (default data)
 #   SPLITS="1"     splits to run;   LEARNINGS="standard intermix bc speechmix"
+#   THREADS=N      --threads of each run (two run.sh side by side on 2 cores: THREADS=1 each,
+#                  README "Two runs on one machine"); default: every core
 # Usage: nice -n 10 bash reproduction/run.sh > run.log 2>&1 &
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +26,7 @@ for learning in ${LEARNINGS:-standard intermix bc speechmix}; do
     echo "=== $(date -u +%FT%TZ) $learning split $split ${resume[*]}"
     start=$(date +%s)
     "$PY" main.py --data "$DATA" --dataset esc10 --netType logmel_cnn --learning "$learning" \
-      --split "$split" --seed "$split" --testEvery 10 --gpu -1 --save "$save" "${resume[@]}"
+      --split "$split" --seed "$split" --testEvery 10 --gpu -1 --save "$save" ${THREADS:+--threads "$THREADS"} "${resume[@]}"
     echo "=== $(date -u +%FT%TZ) $learning split $split rc=$? wall=$(( $(date +%s) - start )) s"
   done
 done

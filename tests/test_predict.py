@@ -224,6 +224,8 @@ def test_record_json_holds_what_reruns_the_split(trained):
     assert training.settings_of(again) == json.load(
         open(os.path.join(split_dir, 'run.json')))['settings']
     assert (again.seed + 1000 * again.split, again.split) == (record['seed'], 1)
+    # ... and the threads the run used (CPU results are bit-identical for a given count).
+    assert again.threads == record['device']['threads'] == record['options']['threads'] >= 1
     # The per-epoch CSV log: a header and one row per epoch, the test error where tested.
     with open(os.path.join(split_dir, 'log.csv'), newline='') as f:
         rows = list(csv.DictReader(f))

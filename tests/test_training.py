@@ -459,3 +459,33 @@ def test_plots_are_drawn_on_test_epochs_but_keep_every_epoch(tiny_data, tmp_path
     assert [x for x, _ in points['validation/main/error']] == [2, 4, 5]
     log = read_jsonl(os.path.join(split, 'log.jsonl'))
     assert [y for _, y in points['main/error']] == pytest.approx([e['main/error'] for e in log])
+
+
+def test_threads_flag_sets_the_process_threads_for_the_run_and_restores_them(tiny_data, tmp_path,
+                                                                            capsys):
+    import fastconv
+    before = (fastconv.NUM_THREADS, fastconv._threads(),
+              fastconv._blas[0]() if fastconv._blas else None)
+    seen = []
+    real = training.train_split
+
+    def train_split(opt, *args, **kwargs):
+        seen.append((fastconv._threads(), fastconv._blas[0]() if fastconv._blas else None))
+        return real(opt, *args, **kwargs)
+    training.train_split, saved = train_split, training.train_split
+    try:
+        rc, out, err = run_main(['--data', tiny_data, *FAST, '--nEpochs', '1', '--batchSize', '8',
+                                 '--threads', '1', '--save', str(tmp_path / 'run')], capsys)
+    finally:
+        training.train_split = saved
+    assert rc == 0, err
+    assert seen == [(1, 1 if fastconv._blas else None)] and '1 thread(s)' in out
+    record = json.load(open(tmp_path / 'run' / 'split1' / 'record.json'))
+    assert record['device']['threads'] == 1 and '--threads 1' in record['command']['rerun']
+    assert (fastconv.NUM_THREADS, fastconv._threads(),
+            fastconv._blas[0]() if fastconv._blas else None) == before
+    with pytest.raises(SystemExit) as e:
+        main.main(['--data', tiny_data, *FAST, '--threads', '0', '--save', str(tmp_path / 'x')])
+    assert e.value.code == 2 and '--threads must be at least 1' in capsys.readouterr().err
+    with pytest.raises(ValueError):
+        fastconv.set_threads(0)
