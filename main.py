@@ -20,7 +20,9 @@ or mpi4py.
 Exit status: 0 done; 2 a user error (bad flag, missing, damaged or foreign data or run file, a
 --save that cannot be written), one line on stderr, nothing written changed; 3 training stopped
 on a non-finite loss or non-finite weights (the last snapshot is kept); 1 a write failed (full
-disk, permissions: one line; --resume continues); 130 interrupted. Under MPI
+disk, permissions: one line; --resume continues); 143 (SIGTERM) or 130 (SIGINT, Ctrl-C): stopped
+at a step boundary with a snapshot, one line with the command that continues (a second
+signal: 130 at once, the last snapshot kept). Under MPI
 the same codes; a rank that fails after the collective set-up checks ends the whole job with
 ``MPI_Abort`` (status 1 for an unexpected exception, with its traceback).
 """
@@ -28,6 +30,8 @@ import copy
 import errno
 import json
 import os
+import shlex
+import shutil
 import sys
 import tempfile
 import traceback
@@ -179,36 +183,57 @@ def split_seed(opt, split_dir):
 
 
 def check_split_dir(opt, split, split_dir):
-    """Refuse to overwrite or silently mix runs. Returns 'done', 'resume' or 'new'."""
+    """Refuse to overwrite or silently mix runs. Returns 'done', 'resume' or 'new'.
+
+    ``--resume`` checks the settings and ``--seed`` against the split's run.json whether the
+    split is finished or not: a different setting or seed is refused (UserError, one line
+    listing the differences), so that nothing (the summary included) is rewritten under labels
+    that are not the run's."""
     result = os.path.join(split_dir, 'result.json')
     snapshot = os.path.join(split_dir, 'snapshot.npz')
     run_file = os.path.join(split_dir, 'run.json')
-    if os.path.isfile(result):
-        if opt.resume:
-            read_split_json(result)
-            return 'done'
+    finished = os.path.isfile(result)
+    if finished and not opt.resume:
         raise UserError(f'--save {opt.save}: split {split} is finished ({result}); pass '
                         f'--resume to skip finished splits, or choose another --save')
     if os.path.isfile(run_file):
-        before = read_split_json(run_file)['settings']
+        recorded = read_split_json(run_file)
+        before = recorded['settings']
         now = training.settings_of(opt)
         changed = [k for k in now if k in before and before[k] != now[k]]
+        if opt.resume and opt.seed is not None and opt.seed + 1000 * split != recorded['seed']:
+            base = recorded['seed'] - 1000 * split
+            raise UserError(f'--resume: split {split} in {split_dir} was run with --seed {base} '
+                            f'(split seed {recorded["seed"]}), not --seed {opt.seed}; drop '
+                            f'--seed or pass --seed {base}')
         if opt.resume and changed:
             diff = ', '.join(f'{k} {before[k]} -> {now[k]}' for k in changed)
-            raise UserError(f'--resume: split {split} in {split_dir} was started with other '
-                            f'settings ({diff})')
+            raise UserError(f'--resume: split {split} in {split_dir} was '
+                            f'{"run" if finished else "started"} with other settings ({diff}); '
+                            f'give its settings, or choose another --save')
         if not opt.resume and os.path.isfile(snapshot):
             raise UserError(f'--save {opt.save}: split {split} has an unfinished run '
                             f'({snapshot}); pass --resume to continue it, or choose another --save')
+    if finished:
+        read_split_json(result)
+        return 'done'
     if opt.resume and os.path.isfile(snapshot):
         training.check_snapshot(snapshot, split)
         return 'resume'
     return 'new'
 
 
-def prepare_split(opt, split, split_dir):
-    """Rank 0's bookkeeping before a split: ('done', result) or (state, seed), run.json written."""
+def prepare_split(opt, split, split_dir, lock):
+    """Rank 0's bookkeeping before a split: ('done', result) or (state, seed), run.json written.
+
+    First takes ``lock`` (:class:`utils.FolderLock` of the split folder, held until the split
+    ends): a split another live process is writing is refused at once (UserError naming it)."""
+    gone = lock.acquire(f'--save {opt.save}: split {split}')
     state = check_split_dir(opt, split, split_dir)
+    if gone and state != 'done':
+        print(f'{PROG}: split {split}: taking over the lock of process {gone.get("pid", "?")} on '
+              f'host {gone.get("host", "?")}, which has ended ({lock.path})', file=sys.stderr,
+              flush=True)
     if state == 'done':
         return state, read_split_json(os.path.join(split_dir, 'result.json'))
     os.makedirs(split_dir, exist_ok=True)
@@ -229,26 +254,38 @@ def run_training(opt, soundset, device, comm=None):
         opt.split_now = split
         split_dir = os.path.join(opt.save, f'split{split}')
         train_data, test_data = training.all_ranks_ok(comm, dataset.split_folds, soundset, split)
-        state, value = training.on_root(comm, prepare_split, opt, split, split_dir)
-        if state == 'done':
-            results[split] = value
-            say(f'split {split}: finished before, final test error '
-                f'{results[split]["final_error"]:.2f}% (skipped)', flush=True)
-            continue
-        seed = value
-        per_rank = ''
-        if comm is not None:
-            per_rank = f' (about {len(train_data[0]) // comm.size} per rank)'
-        say(f'split {split}: {len(train_data[0])} training clips{per_rank}, {len(test_data[0])} '
-            f'test clips, seed {seed}', flush=True)
-        result = training.train_split(opt, split, split_dir, train_data, test_data, device, seed,
-                                      resume=state == 'resume', comm=comm, data=data)
+        lock = utils.FolderLock(split_dir) if comm is None or comm.rank == 0 else None
+        try:
+            result = _train_locked_split(opt, split, split_dir, train_data, test_data, device,
+                                         comm, data, lock, say)
+        finally:
+            if lock is not None:
+                lock.release()
         results[split] = result
-        say(f'split {split}: final test error {result["final_error"]:.2f}% at epoch '
-            f'{result["final_epoch"]} ({result["seconds_this_run"]:.0f} s; best '
-            f'{result["best_error_on_test_fold"]["error"]:.2f}% at epoch '
-            f'{result["best_error_on_test_fold"]["epoch"]}, chosen on the test fold)', flush=True)
     return results
+
+
+def _train_locked_split(opt, split, split_dir, train_data, test_data, device, comm, data, lock,
+                        say):
+    """One split of :func:`run_training`, the split folder's ``lock`` taken first (rank 0)."""
+    state, value = training.on_root(comm, prepare_split, opt, split, split_dir, lock)
+    if state == 'done':
+        say(f'split {split}: finished before, final test error '
+            f'{value["final_error"]:.2f}% (skipped)', flush=True)
+        return value
+    seed = value
+    per_rank = ''
+    if comm is not None:
+        per_rank = f' (about {len(train_data[0]) // comm.size} per rank)'
+    say(f'split {split}: {len(train_data[0])} training clips{per_rank}, {len(test_data[0])} '
+        f'test clips, seed {seed}', flush=True)
+    result = training.train_split(opt, split, split_dir, train_data, test_data, device, seed,
+                                  resume=state == 'resume', comm=comm, data=data)
+    say(f'split {split}: final test error {result["final_error"]:.2f}% at epoch '
+        f'{result["final_epoch"]} ({result["seconds_this_run"]:.0f} s; best '
+        f'{result["best_error_on_test_fold"]["error"]:.2f}% at epoch '
+        f'{result["best_error_on_test_fold"]["epoch"]}, chosen on the test fold)', flush=True)
+    return result
 
 
 def run_test_only(opt, soundset, device):
@@ -422,7 +459,8 @@ def main(argv=None):
 
     ``argv``: the arguments (None reads ``sys.argv``). Returns the exit status: 0 done, 2 a user
     error (one line on stderr, nothing written), 3 a non-finite loss or weights, 1 a failed write
-    (one line), 130 Ctrl-C; under MPI a failing rank ends the job (``MPI_Abort``).
+    (one line), 143/130 stopped by SIGTERM/SIGINT with a snapshot; under MPI a failing rank ends
+    the job (``MPI_Abort``).
     """
     opt = opts.parse(argv)
     opt.argv = list(sys.argv[1:] if argv is None else argv)  # for the run record
@@ -462,8 +500,17 @@ def main(argv=None):
     except OSError as e:  # the disk, not the program: one line where it is a write or read
         if comm is not None or e.errno not in WRITE_ERRNOS:
             raise
-        return _fail(comm, f'{e.filename or "a file of the run"}: {e.strerror}; free space or '
-                           f'fix the permissions of --save {opt.save}, then rerun with --resume', 1)
+        return _fail(comm, f'{e.filename or "a file of the run"}: {e.strerror}{_space(e)}; free '
+                           f'space or fix the permissions of --save {opt.save}, then rerun with '
+                           f'--resume', 1)
+    except training.StoppedBySignal as e:
+        if rank0:
+            split_dir = os.path.join(opt.save, f'split{getattr(opt, "split_now", "?")}')
+            again = opt.argv + ([] if '--resume' in opt.argv else ['--resume'])
+            print(f'{PROG}: stopped by {e}: {os.path.join(split_dir, "snapshot.npz")} holds it; '
+                  f'continue with: {utils.command(PROG)} {shlex.join(again)}', file=sys.stderr,
+                  flush=True)
+        return 128 + e.signum
     except KeyboardInterrupt:
         if rank0:
             print(f'\n{PROG}: interrupted; continue with the same command plus --resume',
@@ -474,6 +521,22 @@ def main(argv=None):
             raise
         traceback.print_exc()
         return _fail(comm, f'{type(e).__name__}: {e}', 1)
+
+
+def _space(error):
+    """For a full disk: ' (writing it needs about N MB; M MB free there)', else ''."""
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return ''
+    words = []
+    needed = getattr(error, 'needed_bytes', None)
+    if needed:
+        words.append(f'writing it needs about {needed / 1e6:.0f} MB')
+    try:
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(error.filename or '.'))).free
+        words.append(f'{free / 1e6:.0f} MB free there')
+    except OSError:
+        pass
+    return f' ({"; ".join(words)})' if words else ''
 
 
 def _fail(comm, message, code):

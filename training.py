@@ -41,8 +41,10 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 import zlib
@@ -136,6 +138,16 @@ class TestEpochPlotReport(extensions.PlotReport):
                     self._data[k].append((x, float(stats[k])))
             self._init_summary()
 
+    def serialize(self, serializer):
+        """PlotReport's points, and (unlike PlotReport) the observations of the epoch under way,
+        so that a snapshot written mid-epoch (on a signal, :class:`StopOnSignal`) resumes the
+        epoch's average exactly, as LogReport's own summary does."""
+        super().serialize(serializer)
+        try:
+            self._summary.serialize(serializer['_summary'])
+        except KeyError:  # a snapshot written before the summary was kept
+            pass
+
 
 class SnapshotSchedule:
     """When the trainer snapshot is written (a Chainer trigger): at the end of the final epoch,
@@ -159,6 +171,7 @@ class SnapshotSchedule:
         self.every, self.n_epochs, self.clock = every, n_epochs, clock
         self.ratio = (1 - budget) / budget
         self.fired = self.last_end = self.last_cost = None
+        self.fired_iteration = None  # the iteration whose snapshot was last written
 
     def __call__(self, trainer):
         updater = trainer.updater
@@ -173,6 +186,7 @@ class SnapshotSchedule:
                    self.clock() - self.last_end >= self.ratio * self.last_cost)
         if due:
             self.fired = self.clock()
+            self.fired_iteration = updater.iteration
         return due
 
     def timed(self, save):
@@ -183,6 +197,77 @@ class SnapshotSchedule:
             start = self.fired if self.fired is not None else self.last_end
             self.last_cost = self.last_end - start
         return savefun
+
+
+class StoppedBySignal(Exception):
+    """Training stopped on SIGTERM or SIGINT at a step boundary, its snapshot written
+    (``signum``, ``epoch``, ``iteration``: where the snapshot is)."""
+
+    def __init__(self, signum, epoch, iteration):
+        super().__init__(f'{signal.Signals(signum).name} at epoch {epoch}, iteration {iteration}')
+        self.signum, self.epoch, self.iteration = signum, epoch, iteration
+
+
+class StopSignals:
+    """SIGTERM and SIGINT handlers, installed for the duration of a ``with`` block (in the main
+    thread only), that ask training to stop at the next step boundary instead of ending the
+    process mid-step: ``received`` is then the signal's number. A second signal ends the
+    process at once (KeyboardInterrupt: main.py exits 130; the last snapshot stays).
+
+    Schedulers (``timeout``, ``docker stop``, SLURM, Kubernetes) send SIGTERM and wait some
+    seconds before SIGKILL; a step and a snapshot take far less on the networks here, a 10-crop
+    test that is running finishes first (seconds to tens of seconds on a CPU)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received = 0
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.received:
+            raise KeyboardInterrupt
+        self.received = signum
+        os.write(2, f'\n{signal.Signals(signum).name} received: stopping after this step with a '
+                    f'snapshot (send it again to stop at once)\n'.encode())
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+class StopOnSignal(training.Extension):
+    """After every step, when :class:`StopSignals` received one (under MPI: on any rank, so that
+    every rank stops at the same step): write the snapshot unless this step's was just written,
+    then raise :class:`StoppedBySignal`. Runs after every other extension (the epoch's test,
+    logs and scheduled snapshot come first)."""
+
+    trigger = (1, 'iteration')
+    priority = -1000
+
+    def __init__(self, signals, snapshot, schedule, comm=None):
+        self.signals, self.snapshot, self.schedule, self.comm = signals, snapshot, schedule, comm
+
+    def __call__(self, trainer):
+        received = self.signals.received
+        if self.comm is not None:
+            from mpi4py import MPI
+            received = self.comm.mpi_comm.allreduce(received, op=MPI.MAX)
+        if not received:
+            return
+        updater = trainer.updater
+        if self.snapshot is not None and self.schedule.fired_iteration != updater.iteration:
+            self.schedule.fired = self.schedule.clock()
+            self.schedule.fired_iteration = updater.iteration
+            self.snapshot(trainer)
+        raise StoppedBySignal(received, updater.epoch, updater.iteration)
 
 
 class NonFiniteLossError(Exception):
@@ -782,7 +867,24 @@ def save_npz_uncompressed(path, target, where=None):
     if bad:
         epoch, iteration = where or ('?', '?')
         raise NonFiniteWeightsError(epoch, iteration, bad)
-    utils.savez_stable(path, arrays)
+    try:
+        utils.savez_stable(path, arrays)
+    except OSError as e:  # name the file the user knows, and what it needs (a full disk)
+        e.filename = _final_name(path)
+        e.needed_bytes = sum(int(getattr(a, 'nbytes', 0)) for a in arrays.values())
+        raise
+
+
+def _final_name(path):
+    """The file a temporary name stands for: Chainer's snapshot writes
+    ``DIR/tmpsnapshot.npzXXXX/snapshot.npz`` (-> ``DIR/snapshot.npz``), :func:`utils.atomic_write`
+    ``DIR/.NAME.XXXX.tmp.npz`` (-> ``DIR/NAME``); other paths are returned unchanged."""
+    folder, name = os.path.split(path)
+    if os.path.basename(folder).startswith('tmp' + name):
+        return os.path.join(os.path.dirname(folder), name)
+    if name.startswith('.') and '.tmp' in name:
+        return os.path.join(folder, name[1:].rsplit('.tmp', 1)[0].rsplit('.', 1)[0])
+    return path
 
 
 def remove_stale_temps(split_dir):
@@ -1065,12 +1167,16 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
                     keys, 'epoch', filename=name, marker=None, draw=test_now,
                     postprocess=_label_plot(ylabel, legend, log=name == 'lr.png')))
         schedule = SnapshotSchedule(opt.snapshotEvery, opt.nEpochs)
-        trainer.extend(extensions.snapshot(  # last of the epoch's extensions (priority -100)
+        snapshot_extension = extensions.snapshot(  # last of the epoch's extensions (-100)
             filename='snapshot.npz', savefun=schedule.timed(lambda path, target: (
-                save_npz_uncompressed(path, target, where=(updater.epoch, updater.iteration))))),
-            trigger=schedule)
+                save_npz_uncompressed(path, target, where=(updater.epoch, updater.iteration)))))
+        trainer.extend(snapshot_extension, trigger=schedule)
         if sys.stdout.isatty():
             trainer.extend(extensions.ProgressBar(update_interval=1))
+    else:
+        snapshot_extension = schedule = None
+    signals = StopSignals()
+    trainer.extend(StopOnSignal(signals, snapshot_extension, schedule, comm))
 
     snapshot = os.path.join(split_dir, 'snapshot.npz')
     if resume:
@@ -1100,7 +1206,8 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
 
     start = time.time()
     try:
-        trainer.run(show_loop_exception_msg=False)  # main.py reports the exception
+        with signals:
+            trainer.run(show_loop_exception_msg=False)  # main.py reports the exception
     finally:
         if hasattr(train_iter, 'finalize'):
             train_iter.finalize()

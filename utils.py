@@ -5,8 +5,12 @@ Preprocessing functions take and return 1-D NumPy arrays of one clip (samples). 
 from an explicit ``numpy.random.Generator`` so that runs are reproducible from ``--seed``.
 """
 import argparse
+import datetime
+import errno
+import fcntl
 import json
 import os
+import socket
 import sys
 import tempfile
 
@@ -52,10 +56,89 @@ def atomic_write(path, write_fn, suffix=''):
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.filename in (None, tmp):
+            e.filename = path  # the file the user knows (a full disk names it)
         raise
+
+
+class FolderLock:
+    """One writer per folder: an exclusive ``fcntl.flock`` on ``FOLDER/lock``, which holds the
+    owner's PID, host and start time (JSON) for whoever finds it taken.
+
+    The kernel drops a flock when its process ends however it ends (``kill -9`` included), so a
+    lock left by a process that is gone is simply taken over (:meth:`acquire` returns the old
+    owner's record then, for a message). Local file systems; on NFS ``flock`` is emulated with
+    POSIX locks by Linux since 2.6.12.
+    """
+
+    NAME = 'lock'
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.path = os.path.join(folder, self.NAME)
+        self._fd = None
+
+    def owner(self):
+        """The record in the lock file ({'pid', 'host', 'started'}), or None."""
+        try:
+            with open(self.path) as f:
+                record = json.loads(f.read() or 'null')
+            return record if isinstance(record, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self, what='this folder'):
+        """Take the lock (creating the folder). Returns the record of a previous owner that is
+        gone (its lock taken over), else None. Raises :class:`UserError` naming the PID and host
+        of a live owner, at once (no waiting)."""
+        os.makedirs(self.folder, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+                other = self.owner() or {}
+                raise UserError(f'{what} is in use by process {other.get("pid", "?")} on host '
+                                f'{other.get("host", "?")} (started {other.get("started", "?")}; '
+                                f'{self.path}); wait for it to end, or stop it first') from None
+            try:  # the file locked must still be the one at the path (not removed meanwhile)
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        previous = self.owner()
+        record = {'pid': os.getpid(), 'host': socket.gethostname(),
+                  'started': datetime.datetime.now().isoformat(timespec='seconds')}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(record) + '\n').encode(), 0)
+        self._fd = fd
+        return previous
+
+    def release(self):
+        """Remove the lock file and drop the lock (no-op when not held)."""
+        if self._fd is None:
+            return
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 def progress(iterable=None, **kwargs):

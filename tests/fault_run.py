@@ -11,6 +11,10 @@ at the N-th (1-based) occurrence of POINT:
 - ``result``: while writing ``result.json`` (its temporary file complete, not yet renamed);
 - ``npz``: (``esc_gen.py``) while writing the N-th dataset file (half written).
 
+With ``FAULT_SIGNAL=TERM`` (or ``INT``) the process sends itself that signal instead, at the
+same points of ``step``, ``snapshot`` (before the N-th snapshot's file is written) and ``test``,
+and runs on: what the program does with the signal is what is tested.
+
 Without ``FAULT_KILL`` the program runs unchanged.
 """
 import os
@@ -22,10 +26,13 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 
+SIGNAL = {'': None, 'TERM': signal.SIGTERM, 'INT': signal.SIGINT}[os.environ.get('FAULT_SIGNAL', '')]
+
+
 def die():
-    """kill -9 this process."""
+    """kill -9 this process (with ``FAULT_SIGNAL``: send that signal, and return)."""
     sys.stdout.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), SIGNAL or signal.SIGKILL)
 
 
 def countdown(n):
@@ -59,6 +66,15 @@ def arm(point, n):
                 die()
             return real_update(self, *args, **kwargs)
         chainer.optimizers.NesterovAG.update = update
+    elif point in ('snapshot', 'model') and SIGNAL:
+        real_save = training.save_npz_uncompressed
+
+        def save(path, target, where=None):
+            is_snapshot = os.path.basename(path) == 'snapshot.npz'
+            if is_snapshot == (point == 'snapshot') and due():
+                die()
+            real_save(path, target, where)
+        training.save_npz_uncompressed = save
     elif point in ('snapshot', 'model'):
         real_save = training.save_npz_uncompressed
 

@@ -10,10 +10,13 @@ stream is covered by one Logmel-CNN run. The kills are made by ``tests/fault_run
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 import zipfile
 
 import numpy as np
@@ -135,6 +138,95 @@ def test_kill_9_then_resume_ends_with_the_files_of_the_uninterrupted_run(
     assert rc == 0, err
     assert f'at epoch {kept_epoch} of 3' in out
     assert final_files(split) == final_files(uninterrupted)
+
+
+def signal_at(point, args, name='TERM'):
+    """Run ``main.py args`` under tests/fault_run.py, which sends itself SIG``name`` at ``point``
+    and runs on; returns (exit status, output)."""
+    env = dict(os.environ, FAULT_KILL=point, FAULT_SIGNAL=name)
+    proc = subprocess.run([sys.executable, FAULT_RUN, 'main.py', *args], cwd=REPO_ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=600)
+    return proc.returncode, proc.stdout
+
+
+@pytest.mark.parametrize('point, name, iteration', [
+    ('step:3', 'TERM', 3),      # epoch 2, first step: stops after it, mid-epoch
+    ('test:4', 'TERM', 4),      # during epoch 2's test: the test ends, then the epoch's snapshot
+    ('snapshot:2', 'TERM', 4),  # while epoch 2's snapshot is being written: that one is kept
+    ('step:3', 'INT', 3),       # Ctrl-C: the same
+])
+def test_a_signal_stops_at_a_step_with_a_snapshot_and_resume_ends_as_uninterrupted(
+        data, uninterrupted, tmp_path, capsys, point, name, iteration):
+    save = str(tmp_path / 'run')
+    split = os.path.join(save, 'split1')
+    rc, out = signal_at(point, ['--data', data, *RUN, '--save', save], name)
+    assert rc == 128 + getattr(signal, f'SIG{name}'), out
+    last = out.strip().splitlines()[-1]
+    assert f'main.py: stopped by SIG{name} at epoch ' in last and 'Traceback' not in out
+    assert f'iteration {iteration}' in last and last.endswith('--resume')
+    assert snapshot_iteration(split) == iteration
+    # Nothing half-written: no temporary file or folder, no lock, no result.
+    assert sorted(os.listdir(split)) == sorted(
+        n for n in os.listdir(split) if not n.startswith(('.', 'tmp')) and n != 'lock')
+    assert not os.path.exists(os.path.join(split, 'result.json'))
+    # The printed command continues it, to the uninterrupted run's files.
+    words = shlex.split(last.split('continue with: ', 1)[1])
+    assert words[:2] == [os.path.relpath(sys.executable), 'main.py'] or words[1] == 'main.py'
+    rc, out, err = run_main(words[2:], capsys)
+    assert rc == 0, err
+    assert final_files(split) == final_files(uninterrupted)
+
+
+def test_a_second_signal_stops_at_once(data, tmp_path, capsys, monkeypatch):
+    import training
+    signals = training.StopSignals()
+    with signals:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert signals.received == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    # The handlers are put back afterwards.
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_two_processes_on_one_split_the_second_is_refused(data, uninterrupted, tmp_path, capsys):
+    save = str(tmp_path / 'run')
+    lock = os.path.join(save, 'split1', 'lock')
+    args = ['--data', data, *RUN, '--save', save]
+    first = subprocess.Popen([sys.executable, 'main.py', *args], cwd=REPO_ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not os.path.exists(lock) and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, first.communicate()
+        rc, _, err = run_main(args, capsys)  # the same command, started again
+        assert_one_line_error(rc, err, 2, 'split 1', f'in use by process {first.pid}',
+                              socket.gethostname())
+        rc, _, err = run_main([*args, '--resume'], capsys)  # and with --resume
+        assert_one_line_error(rc, err, 2, f'in use by process {first.pid}')
+        out, err = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, err
+    assert not os.path.exists(lock)  # released at the end
+    # The refused processes changed nothing: the first run's files are those of a lone run.
+    assert final_files(os.path.join(save, 'split1')) == final_files(uninterrupted)
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over(data, uninterrupted, tmp_path, capsys):
+    save = str(tmp_path / 'run')
+    kill_at('step:3', ['--data', data, *RUN, '--save', save])
+    lock = os.path.join(save, 'split1', 'lock')
+    with open(lock) as f:
+        dead = json.load(f)  # the killed process's record stays; its flock went with it
+    rc, out, err = run_main(['--data', data, *RUN, '--save', save, '--resume'], capsys)
+    assert rc == 0, err
+    assert f'taking over the lock of process {dead["pid"]}' in err and 'which has ended' in err
+    assert final_files(os.path.join(save, 'split1')) == final_files(uninterrupted)
 
 
 def test_worker_processes_draw_the_same_examples_and_resume_exactly(data, uninterrupted,
@@ -480,6 +572,39 @@ def test_a_full_disk_while_training_is_one_line(data, tmp_path, capsys, monkeypa
     monkeypatch.setattr(training, 'save_npz_uncompressed', full)
     rc, _, err = run_main(['--data', data, *RUN, '--save', str(tmp_path / 'run')], capsys)
     assert_one_line_error(rc, err, 1, 'No space left on device', '--resume')
+
+
+def test_resume_of_a_finished_split_checks_its_settings_and_seed(data, finished, tmp_path,
+                                                                   capsys):
+    save = str(tmp_path / 'run')
+    shutil.copytree(finished, save)
+    before = tree_state(save)
+    args = ['--data', data, *COMMON, '--nEpochs', '1', '--batchSize', '8', '--save', save,
+            '--resume']
+    rc, _, err = run_main([*args, '--netType', 'logmel_cnn', '--LR', '0.5'], capsys)
+    assert_one_line_error(rc, err, 2, 'split 1', 'was run with other settings',
+                          'netType soundnet5 -> logmel_cnn', 'LR ')
+    assert tree_state(save) == before  # the summary included
+    rc, _, err = run_main([*args, '--netType', 'soundnet5', '--seed', '5'], capsys)  # was 7
+    assert_one_line_error(rc, err, 2, 'was run with --seed 7', 'not --seed 5')
+    assert tree_state(save) == before
+    rc, out, err = run_main([*args, '--netType', 'soundnet5'], capsys)  # its own settings
+    assert rc == 0 and 'finished before' in out, err
+
+
+def test_a_full_disk_names_the_file_and_the_space_a_snapshot_needs(data, tmp_path, capsys,
+                                                                   monkeypatch):
+    import errno
+    import utils
+
+    def full(path, arrays):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(utils, 'savez_stable', full)
+    save = str(tmp_path / 'run')
+    rc, _, err = run_main(['--data', data, *RUN, '--save', save], capsys)
+    assert_one_line_error(rc, err, 1, os.path.join(save, 'split1', 'snapshot.npz') + ':',
+                          'No space left on device', 'writing it needs about 4 MB',
+                          'MB free there', '--resume')
 
 
 def test_a_snapshot_of_another_network_is_refused(data, finished, tmp_path, capsys):

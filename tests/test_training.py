@@ -369,7 +369,7 @@ class _Clock:
 
 class _Updater:
     def __init__(self):
-        self.epoch, self.is_new_epoch = 0, False
+        self.epoch, self.iteration, self.is_new_epoch = 0, 0, False
 
 
 class _Trainer:
@@ -385,6 +385,7 @@ def _simulate(schedule, clock, n_epochs, epoch_s, save_s, steps=3):
     for epoch in range(1, n_epochs + 1):
         for step in range(steps):
             clock.now += epoch_s / steps
+            trainer.updater.iteration += 1
             trainer.updater.epoch = epoch if step == steps - 1 else epoch - 1
             trainer.updater.is_new_epoch = step == steps - 1
             if schedule(trainer):
