@@ -61,7 +61,8 @@ from chainer import function_node
 from chainer.utils import conv, type_check
 
 __all__ = ['COL_BUFFER_BYTES', 'NUM_THREADS', 'STOCK_CONV_ENV', 'set_threads',
-           'restore_threads', 'FastConvolution2D', 'FastDeconvolution2D', 'FastConvolution2DGradW', 'fast_convolution_2d',
+           'restore_threads', 'FastConvolution2D', 'FramedConvolution2D', 'use_framed',
+           'framed_convolution_2d', 'FastDeconvolution2D', 'FastConvolution2DGradW', 'fast_convolution_2d',
            'convolution_2d', 'enabled', 'set_enabled', 'use_fast', 'FastMaxPooling2D',
            'max_pooling_2d', 'use_fast_pooling', 'FastBatchNormalizationReLU', 'bn_relu',
            'use_fast_bn_relu', 'BN_BLOCK_BYTES']
@@ -597,6 +598,64 @@ class FastConvolution2D(function_node.FunctionNode):
         if 2 in indexes:
             ret.append(F.sum(gy, axis=(0, 2, 3)))
         return ret
+
+
+class FramedConvolution2D(FastConvolution2D):
+    """:class:`FastConvolution2D` for a one-channel, one-row input and a one-row kernel (a bank
+    of filters applied to frames of a waveform, e.g. a DFT): x (N, 1, 1, T), W (O, 1, 1, K),
+    stride (1, s), no pad, no bias -> y (N, O, 1, F) with F = (T - K) // s + 1.
+
+    Forward: the frames copied out as one (N F, K) matrix (a strided view, then one copy) and one
+    GEMM with W (K, O), then y in Chainer's layout: the GEMM of Chainer's own im2col path, the
+    same values, without its (N, K, F) column array and its tensordot transposes. Backward:
+    :class:`FastConvolution2D`'s. Used for Logmel-CNN's DFT front end (docs/method.md §8), where
+    frames overlap by half (the copy holds each sample twice); not for a kernel much longer than
+    its stride, where the copy would be many times the waveform.
+    """
+
+    def __init__(self, stride):
+        super().__init__(stride, 0)
+        if self.sy != 1:
+            raise ValueError(f'FramedConvolution2D: the row stride must be 1, got {stride!r}')
+
+    def forward(self, inputs):
+        _check_numpy(inputs, 'FramedConvolution2D')
+        x, W = inputs
+        n, c, h, t = x.shape
+        o, _, kh, k = W.shape
+        if (c, h, kh) != (1, 1, 1):
+            raise ValueError(f'FramedConvolution2D: x (N, 1, 1, T) and W (O, 1, 1, K) needed, '
+                             f'got {x.shape} and {W.shape}')
+        self.retain_inputs((0, 1))
+        s = self.sx
+        frames_n = (t - k) // s + 1
+        x2 = np.ascontiguousarray(x).reshape(n, t)
+        frames = np.lib.stride_tricks.as_strided(
+            x2, (n, frames_n, k), (x2.strides[0], s * x2.strides[1], x2.strides[1]),
+            writeable=False).reshape(n * frames_n, k)
+        y = np.matmul(frames, W.reshape(o, k).T).reshape(n, frames_n, o)
+        return np.ascontiguousarray(y.transpose(0, 2, 1)).reshape(n, o, 1, frames_n),
+
+
+def use_framed(x, W, stride, frame_ratio=2):
+    """True when :func:`framed_convolution_2d` applies: the fast path on, NumPy float32/float64 x
+    (N, 1, 1, T) and W (O, 1, 1, K) of one dtype, stride (1, s) with K <= ``frame_ratio`` x s."""
+    xa, wa = chainer.as_array(x), chainer.as_array(W)
+    if not enabled() or type(xa) is not np.ndarray or type(wa) is not np.ndarray:
+        return False
+    sy, sx = _pair(stride)
+    return (xa.dtype in _FAST_DTYPES and xa.dtype == wa.dtype and xa.ndim == 4 and wa.ndim == 4
+            and xa.shape[1:3] == (1, 1) and wa.shape[1:3] == (1, 1) and sy == 1
+            and wa.shape[3] <= frame_ratio * sx and xa.shape[3] >= wa.shape[3])
+
+
+def framed_convolution_2d(x, W, stride):
+    """``F.convolution_2d(x, W, stride=stride)`` for frames of a waveform: :class:`FramedConvolution2D`
+    where :func:`use_framed` holds, else :func:`convolution_2d` (GPU: Chainer's own path)."""
+    if use_framed(x, W, stride):
+        y, = FramedConvolution2D(stride).apply((x, W))
+        return y
+    return convolution_2d(x, W, stride=stride)
 
 
 class FastDeconvolution2D(function_node.FunctionNode):

@@ -522,3 +522,55 @@ def test_bn_relu_refuses_double_backward_with_a_hint():
     gx, = chainer.grad([F.sum(y * y)], [x], enable_double_backprop=True)
     with pytest.raises(NotImplementedError, match='--stockConv'):
         F.sum(gx).backward()
+
+
+# --------------------------------------------------------------------------------------------
+# Frames of a waveform times a filter bank (Logmel-CNN's DFT front end)
+
+
+@pytest.mark.parametrize('t, k, s, o', [(21504, 1024, 512, 1026), (100, 8, 4, 5), (37, 6, 3, 2),
+                                        (40, 5, 5, 3)])
+def test_framed_convolution_equals_chainers_convolution(t, k, s, o):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 1, 1, t)).astype(np.float32)
+    W = rng.standard_normal((o, 1, 1, k)).astype(np.float32)
+    assert fastconv.use_framed(x, W, (1, s))
+    y = fastconv.framed_convolution_2d(x, W, (1, s))
+    assert isinstance(y.creator, fastconv.FramedConvolution2D)
+    expected = F.convolution_2d(x, W, stride=(1, s)).array
+    assert y.shape == expected.shape == (3, o, 1, (t - k) // s + 1)
+    np.testing.assert_allclose(y.array, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_framed_convolution_gradients_match_chainers():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 1, 1, 50))
+    W = rng.standard_normal((4, 1, 1, 8))
+    gy = rng.standard_normal((2, 4, 1, 11))
+    grads = []
+    for conv in (lambda a, b: fastconv.framed_convolution_2d(a, b, (1, 4)),
+                 lambda a, b: F.convolution_2d(a, b, stride=(1, 4))):
+        xv, wv = chainer.Variable(x.copy()), chainer.Variable(W.copy())
+        y = conv(xv, wv)
+        y.grad = gy
+        y.backward()
+        grads.append((y.array, xv.grad, wv.grad))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_framed_convolution_applies_only_to_frames_of_one_waveform():
+    x = np.zeros((2, 1, 1, 64), np.float32)
+    assert not fastconv.use_framed(x, np.zeros((3, 1, 1, 16), np.float32), (1, 4))  # K > 2 s
+    assert not fastconv.use_framed(x, np.zeros((3, 1, 2, 8), np.float32), (1, 4))   # 2 rows
+    assert not fastconv.use_framed(np.zeros((2, 2, 1, 64), np.float32),
+                                   np.zeros((3, 2, 1, 8), np.float32), (1, 4))      # 2 channels
+    assert not fastconv.use_framed(x, np.zeros((3, 1, 1, 8), np.float64), (1, 4))   # dtypes
+    assert not fastconv.use_framed(x, np.zeros((3, 1, 1, 8), np.float32), (2, 4))   # row stride
+    previous = fastconv.set_enabled(False)
+    try:
+        assert not fastconv.use_framed(x, np.zeros((3, 1, 1, 8), np.float32), (1, 4))
+    finally:
+        fastconv.set_enabled(previous)
+    with pytest.raises(ValueError):
+        fastconv.FramedConvolution2D((2, 4))
