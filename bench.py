@@ -28,6 +28,10 @@ Prints one JSON object on stdout (progress goes to stderr); ``--out`` also write
 * ``iterator``: the training iterator alone, no model: clips/s with ``--nWorkers`` 0 (in-process)
   and N worker processes (N = ``--nWorkers`` if above 0, else 2), over ``--iterBatches`` batches
   after two warm-up batches; ``ratio_to_train`` = the workers' clips/s over the train clips/s.
+* ``profile`` (with ``--profileSteps N``): N more steps under :class:`LayerProfile`, per
+  conversion path: milliseconds per step and calls per step of every Chainer function's forward
+  and backward, exclusive of the functions it calls, slowest first (the optimizer update, data
+  and the mixer's NumPy work are not Chainer functions: ``parts_s`` has them).
 * ``loop``: the whole training loop, as a user runs it: ``main.py`` itself (in this process, its
   epoch lines on stderr) on split 1 for ``--loopEpochs`` epochs with one test, at the end, in a
   temporary ``--save`` folder (snapshots, logs and plots included; synthetic clips are written as a
@@ -98,6 +102,53 @@ class PeakRSS:
         self.peak = max(self.peak, _rss_bytes())
         self.peak_mb = round((self.peak - self.base) / 2 ** 20, 1)
         return False
+
+
+class LayerProfile(chainer.FunctionHook):
+    """A Chainer function hook that times every function's forward and backward, exclusive of
+    the functions it calls (a backward that applies other functions, as ``LinearFunction``'s
+    does, is charged only its own time). ``summary(steps)``: {'NAME (forward|backward)':
+    {'ms_per_step', 'calls_per_step'}}, slowest first. On a GPU it synchronises the device."""
+
+    name = 'LayerProfile'
+
+    def __init__(self, sync=None, clock=time.perf_counter):
+        self.sync, self.clock = sync, clock
+        self.stack, self.totals, self.calls = [], {}, {}
+
+    def _pre(self):
+        if self.sync:
+            self.sync()
+        self.stack.append([self.clock(), 0.0])
+
+    def _post(self, function, kind):
+        if self.sync:
+            self.sync()
+        start, children = self.stack.pop()
+        elapsed = self.clock() - start
+        if self.stack:
+            self.stack[-1][1] += elapsed
+        key = f'{function.label} ({kind})'
+        self.totals[key] = self.totals.get(key, 0.0) + elapsed - children
+        self.calls[key] = self.calls.get(key, 0) + 1
+
+    def forward_preprocess(self, function, in_data):
+        self._pre()
+
+    def forward_postprocess(self, function, in_data):
+        self._post(function, 'forward')
+
+    def backward_preprocess(self, function, in_data, out_grad):
+        self._pre()
+
+    def backward_postprocess(self, function, in_data, out_grad):
+        self._post(function, 'backward')
+
+    def summary(self, steps):
+        """Per-step milliseconds and calls of each function and pass, slowest first."""
+        order = sorted(self.totals, key=self.totals.get, reverse=True)
+        return {k: {'ms_per_step': round(1000 * self.totals[k] / steps, 2),
+                    'calls_per_step': round(self.calls[k] / steps, 2)} for k in order}
 
 
 class PartTimer:
@@ -329,6 +380,9 @@ def build_parser():
                    help='synthetic clips when --data is not given')
     g.add_argument('--compare', action='store_true',
                    help='stock Chainer vs fast NumPy CPU convolution, interleaved, with ratios')
+    g.add_argument('--profileSteps', type=int, default=0,
+                   help='after the timed steps, this many more under a per-function profile '
+                        '(forward and backward of every Chainer function; 0: none)')
     g.add_argument('--loopEpochs', type=int, default=2,
                    help='epochs of the whole-loop run of main.py (0: skip it)')
     g.add_argument('--out', default=None, help='also write the JSON to this file')
@@ -336,7 +390,7 @@ def build_parser():
 
 
 # bench.py's own options: dropped from the command line handed to main.py (True: takes a value).
-BENCH_ONLY = {'--steps': True, '--warmupSteps': True, '--testBatches': True, '--iterBatches': True,
+BENCH_ONLY = {'--profileSteps': True, '--steps': True, '--warmupSteps': True, '--testBatches': True, '--iterBatches': True,
               '--clips': True, '--compare': False, '--loopEpochs': True, '--out': True}
 # Options the whole-loop run sets itself.
 LOOP_SET = {'--nEpochs': True, '--testEvery': True, '--split': True, '--save': True,
@@ -415,6 +469,8 @@ def parse(argv=None):
     opt.split = 1
     try:
         opts.resolve(opt)
+        if opt.profileSteps < 0:
+            raise ValueError(f'--profileSteps must be >= 0, got {opt.profileSteps}')
         if opt.loopEpochs < 0:
             raise ValueError(f'--loopEpochs must be >= 0, got {opt.loopEpochs}')
         for key in ('steps', 'testBatches', 'iterBatches', 'clips'):
@@ -495,6 +551,14 @@ def _run(opt, argv, device, train_data, test_data, seed):
                                 'crops_per_s': round(crops / seconds, 3),
                                 'clips_per_s': round(clips / seconds, 3)}
                 log(f'{s.name}: test {crops} crops in {seconds:.2f} s')
+            profile = {}
+            for s in setups if opt.profileSteps else ():
+                hook = LayerProfile(sync)
+                with hook:
+                    for k in range(opt.profileSteps):
+                        s.step(record=False)
+                profile[s.name] = hook.summary(opt.profileSteps)
+                log(f'{s.name}: profiled {opt.profileSteps} step(s)')
         finally:
             for s in setups:
                 s.finalize()
@@ -508,6 +572,8 @@ def _run(opt, argv, device, train_data, test_data, seed):
     iterator['ratio_to_train'] = round(iterator[f'workers_{workers}']['clips_per_s'] / best_train,
                                        2)
     result.update(train=train, test=test, iterator=iterator)
+    if profile:
+        result['profile'] = profile
     if opt.compare:
         result['speedup'] = {
             'train_clips_per_s': round(train['fast']['clips_per_s']['median'] /

@@ -156,3 +156,34 @@ def test_synthetic_clips_are_five_seconds_of_int16_with_every_class():
     assert len(sounds) == 20 and all(s.dtype == np.int16 and s.shape == (80000,) for s in sounds)
     assert sorted(set(labels.tolist())) == list(range(10))
     assert len(test_sounds) == 4 and np.all(np.abs(sounds[0]) <= 32767)
+
+
+def test_layer_profile_charges_each_function_its_own_time_only():
+    t = [0.0]
+    hook = bench.LayerProfile(clock=lambda: t[0])
+
+    class Fn:
+        def __init__(self, label):
+            self.label = label
+    outer, inner = Fn('Outer'), Fn('Inner')
+    for _ in range(2):  # two steps: Outer's backward (5 s) applies Inner (3 s of it)
+        hook.backward_preprocess(outer, None, None)
+        t[0] += 1.0
+        hook.forward_preprocess(inner, None)
+        t[0] += 3.0
+        hook.forward_postprocess(inner, None)
+        t[0] += 1.0
+        hook.backward_postprocess(outer, None, None)
+    assert hook.summary(2) == {'Inner (forward)': {'ms_per_step': 3000.0, 'calls_per_step': 1.0},
+                               'Outer (backward)': {'ms_per_step': 2000.0,
+                                                    'calls_per_step': 1.0}}
+
+
+def test_profile_steps_report_every_function_of_the_step(capsys):
+    rc, out, err = run_bench(['--learning', 'standard', *ARGS, '--loopEpochs', '0',
+                              '--profileSteps', '1'], capsys)
+    assert rc == 0, err
+    profile = json.loads(out)['profile']['fast']
+    assert 'LinearFunction (forward)' in profile and 'LinearGradWeight (forward)' in profile
+    times = [v['ms_per_step'] for v in profile.values()]
+    assert times == sorted(times, reverse=True) and all(v >= 0 for v in times)
