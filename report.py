@@ -14,6 +14,11 @@ it were the whole cross-validation. ``--paper`` adds the paper's numbers (docs/m
 
 Beside the final error, a second table gives the best epoch's error of each cell, labelled as
 chosen on the test fold (optimistic: the test fold picked the epoch; never the reported number).
+A run of a preset at other mixing points (``--eligible``) or with another combination is a row of
+its own (``intermix L=0``; :func:`learning_label`). Since every method sees the same folds, a
+paired table compares each pair of rows split by split (the differences, their mean ± standard
+error, the wins), at the final and at the best epoch; with ``--paper``, a table puts both
+protocols beside the paper's number and says which protocol each paper row most likely used.
 
 Writes ``OUT/report.md``, ``OUT/report.csv`` (one row per cell, with every split's final and
 best-epoch error) and ``OUT/report.png`` (bars with standard-error whiskers; the paper's values as
@@ -33,6 +38,7 @@ import sys
 
 import numpy as np
 
+import models
 import opts
 import utils
 from datagen import registry
@@ -173,6 +179,34 @@ RESULT_KEYS = {'final_error': lambda v: isinstance(v, (int, float)) and not isin
                and bool(np.isfinite(v)) and 0 <= v <= 100}
 
 
+def learning_label(settings):
+    """The row name of a run's learning method: the ``--learning`` preset, plus ``L=...`` when
+    its mixing points (``--eligible``) are not the preset's for the network and ``comb=...``
+    when its combination is not the preset's (e.g. 'intermix L=0' for InterMix at the input
+    only), so that a study arm is a row of its own, never averaged with the preset."""
+    learning = settings['learning']
+    preset = opts.LEARNING.get(learning)
+    if preset is None or preset.points is None:
+        return learning
+    label = learning
+    eligible = settings.get('eligible')
+    net = models.archs.get(settings['netType'])
+    if eligible is not None and net is not None:
+        hidden = sorted(k for k in net.mix_points if k > 0)
+        default = [0] if preset.points == 'input' else hidden
+        if sorted(eligible) != default:
+            label += ' L=' + ','.join(map(str, sorted(eligible)))
+    combination = settings.get('combination')
+    if combination is not None and combination != preset.combination:
+        label += f' comb={combination}'
+    return label
+
+
+def base_learning(label):
+    """The ``--learning`` preset of a row name (:func:`learning_label`)."""
+    return label.split(' ')[0]
+
+
 def collect(split_dirs):
     """Group the splits into cells.
 
@@ -186,7 +220,7 @@ def collect(split_dirs):
     for split_dir in split_dirs:
         run = _read_json(os.path.join(split_dir, 'run.json'), RUN_KEYS)
         s = run['settings']
-        key = (s['netType'], bool(s['strongAugment']), s['learning'], s['dataset'])
+        key = (s['netType'], bool(s['strongAugment']), learning_label(s), s['dataset'])
         cell = cells.setdefault(key, {'finished': {}, 'unfinished': [], 'fgsm': {},
                                       'folders': set(), 'results': {}, 'split_dirs': []})
         split = int(os.path.basename(split_dir)[len('split'):])
@@ -249,7 +283,8 @@ def row_label(net, augment, learning):
 
 def _sort_key(key):
     net, augment, learning, _ = key
-    order = LEARNING_ORDER.index(learning) if learning in LEARNING_ORDER else len(LEARNING_ORDER)
+    base = base_learning(learning)
+    order = LEARNING_ORDER.index(base) if base in LEARNING_ORDER else len(LEARNING_ORDER)
     return (net, not augment, order, learning)
 
 
@@ -361,11 +396,82 @@ def best_table(cells):
 
 
 # ---------------------------------------------------------------------------------------------
+# Paired comparison: every method sees the same folds, so compare them split by split
+
+PAIRED_TITLE = ('Paired comparison, final epoch: test error (%) of A minus B on the splits both '
+                'finished (negative: A is better), mean ± standard error of the differences, '
+                'and on how many splits each is lower')
+
+
+def paired_rows(cells, errors=lambda cell: cell['finished']):
+    """For every (network, augmentation, dataset) and every pair of its rows (A above B in the
+    table's order) with at least two splits finished by both: [pair, dataset, splits, the
+    per-split differences A - B, mean ± SE of the differences, 'A lower / B lower / ties'].
+    ``errors(cell)`` gives {split: error} (default: the final epoch's)."""
+    groups = {}
+    for key in sorted(cells, key=_sort_key):
+        net, augment, learning, dataset = key
+        groups.setdefault((net, augment, dataset), []).append(key)
+    rows = []
+    for (net, augment, dataset), keys in sorted(groups.items()):
+        for i, a in enumerate(keys):
+            for b in keys[i + 1:]:
+                ea, eb = errors(cells[a]), errors(cells[b])
+                common = sorted(set(ea) & set(eb))
+                if len(common) < 2:
+                    continue
+                diff = [ea[k] - eb[k] for k in common]
+                mean, se = utils.mean_and_standard_error(diff)
+                wins = (sum(d < 0 for d in diff), sum(d > 0 for d in diff),
+                        sum(d == 0 for d in diff))
+                rows.append([f'{row_label(net, augment, a[2])} - {b[2]}',
+                             registry.get(dataset).title, ','.join(map(str, common)),
+                             ' '.join(f'{d:+.2f}' for d in diff), f'{mean:+.2f} ± {se:.2f}',
+                             f'{wins[0]} / {wins[1]} / {wins[2]}'])
+    return rows
+
+
+PAIRED_HEADER = ['A - B', 'dataset', 'splits', 'A - B per split', 'mean ± SE',
+                 'A lower / B lower / ties']
+
+
+def paper_protocol(net, learning):
+    """Which of the two protocols a paper row most likely reports (see README "Results")."""
+    base = base_learning(learning)
+    if net in ('envnet', 'envnetv2') and base in ('standard', 'bc'):
+        return 'final epoch (the BC paper\'s figures, digit for digit; its code prints the final)'
+    if base in ('speechmix', 'intermix', 'intermix-vanilla', 'intermix-hidden'):
+        return 'best epoch, likely (the SpeechMix/InterMix codes print the lowest test error)'
+    return 'not stated (the InterMix code prints the best epoch)'
+
+
+def protocol_rows(cells):
+    """Per cell: the final-epoch and best-epoch means beside the paper's number and the
+    protocol that paper row most likely used."""
+    rows = []
+    for key in sorted(cells, key=_sort_key):
+        net, augment, learning, dataset = key
+        final = summarise_cell(dataset, cells[key])
+        best = summarise_cell(dataset, best_cell(cells[key]))
+        paper = paper_cell(net, augment, learning, dataset)
+        rows.append([row_label(net, augment, learning), registry.get(dataset).title,
+                     cell_text(final), cell_text(best) if best['n'] else '-',
+                     paper_text(paper) if paper else '-',
+                     paper_protocol(net, learning) if paper else '-'])
+    return rows
+
+
+PROTOCOL_HEADER = ['network / learning', 'dataset', 'final epoch (reported here)',
+                   'best epoch (chosen on the test fold)', 'paper', 'paper row, most likely']
+
+
+# ---------------------------------------------------------------------------------------------
 # Per-class test errors and confusion matrices (from result.json's ``confusion_matrix``)
 
 def cell_name(key):
     """A file-name-safe name of a cell: 'esc10-envnetv2-aug-intermix'."""
     net, augment, learning, dataset = key
+    learning = learning.replace(' L=', '-L').replace(' comb=', '-').replace(',', '')
     return f'{dataset}-{net}{"-aug" if augment else ""}-{learning}'
 
 
@@ -690,6 +796,15 @@ def main(argv=None):
                 '(finished/total)\n\n')
         text += markdown(header, rows) + '\n'
         text += f'\n## {BEST_TITLE}\n\n' + markdown(*best_table(cells)) + '\n'
+        paired = paired_rows(cells)
+        if paired:
+            text += f'\n## {PAIRED_TITLE}\n\n' + markdown(PAIRED_HEADER, paired) + '\n'
+            paired_best = paired_rows(cells, lambda c: best_cell(c)['finished'])
+            text += ('\n## The same pairs at the best epoch of each split (chosen on the test '
+                     'fold: optimistic)\n\n' + markdown(PAIRED_HEADER, paired_best) + '\n')
+        if args.paper:
+            text += ('\n## Both protocols beside the paper\n\n'
+                     + markdown(PROTOCOL_HEADER, protocol_rows(cells)) + '\n')
         if fgsm:
             text += '\n## FGSM test error (%), mean over the splits with FGSM results\n\n'
             text += markdown(*fgsm) + '\n'

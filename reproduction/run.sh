@@ -6,6 +6,8 @@
 #   OUT=DIR        where the runs are saved (default results/reproduction)
 #   DATA=DIR       esc_gen.py output (default data)
 #   SPLITS="1"     splits to run;   LEARNINGS="standard intermix bc speechmix"
+#                  (and the mixing-point study's arms: intermix-L0 = --learning intermix
+#                  --eligible 0, intermix-L012 = --learning intermix --eligible 0 1 2)
 #   THREADS=N      --threads of each run (two run.sh side by side on 2 cores: THREADS=1 each,
 #                  README "Two runs on one machine"); default: every core
 # Usage: nice -n 10 bash reproduction/run.sh > run.log 2>&1 &
@@ -25,8 +27,15 @@ for learning in ${LEARNINGS:-standard intermix bc speechmix}; do
     [ -d "$save/split$split" ] && resume=(--resume)
     echo "=== $(date -u +%FT%TZ) $learning split $split ${resume[*]}"
     start=$(date +%s)
-    "$PY" main.py --data "$DATA" --dataset esc10 --netType logmel_cnn --learning "$learning" \
-      --split "$split" --seed "$split" --testEvery 10 --gpu -1 --save "$save" ${THREADS:+--threads "$THREADS"} "${resume[@]}"
-    echo "=== $(date -u +%FT%TZ) $learning split $split rc=$? wall=$(( $(date +%s) - start )) s"
+    case "$learning" in
+      intermix-L0) method=(--learning intermix --eligible 0) ;;
+      intermix-L012) method=(--learning intermix --eligible 0 1 2) ;;
+      *) method=(--learning "$learning") ;;
+    esac
+    "$PY" main.py --data "$DATA" --dataset esc10 --netType logmel_cnn "${method[@]}" \
+      --split "$split" --seed "$split" --testEvery 10 --gpu -1 --save "$save" \
+      ${THREADS:+--threads "$THREADS"} "${resume[@]}"
+    rc=$?  # before any other command (a $(...) below would reset $?)
+    echo "=== $(date -u +%FT%TZ) $learning split $split rc=$rc wall=$(( $(date +%s) - start )) s"
   done
 done
