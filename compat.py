@@ -16,6 +16,18 @@
    module only: they are in ``sys.modules`` (and ``numpy.distutils`` is set) only while the check
    imports and runs, so no other code ever sees them.
 
+3. CuPy 14 (checked with 14.2.0 on a machine without a GPU). Of the CuPy names Chainer 7.8.1
+   uses, CuPy 14 lacks ``cupy.cuda.cudnn`` and ``cupy.cudnn`` (CuPy 14 has no cuDNN at all) and
+   ``cupy.util`` (now ``cupy._util``); Chainer already guards all three (``cupy._util`` is tried
+   first, and without the cuDNN modules ``chainer.backends.cuda.cudnn_enabled`` is False, so its
+   own CuPy kernels run instead of cuDNN). No stand-in is needed, and none is given: a stand-in
+   cuDNN module would send Chainer into cuDNN calls that do not exist. What remains is advice
+   that is wrong there: ``import chainer`` warns "cuDNN is not enabled. Please reinstall CuPy
+   after you install cudnn", which no installation can fix. Where the CuPy found on the path
+   ships no cuDNN module (``cupy/cudnn*``, ``cupy/cuda/cudnn*``), that one warning of
+   ``chainer.backends.cuda`` is filtered out; CuPy is not imported for this (its files are
+   looked at). ``main.py`` says "without cuDNN" in its device line instead.
+
 Every module of this project that imports Chainer does ``import compat`` first
 (``tests/test_compat.py`` imports each one in a fresh interpreter with ``numpy.distutils`` and
 ``pkg_resources`` blocked).
@@ -23,9 +35,12 @@ Every module of this project that imports Chainer does ``import compat`` first
 import contextlib
 import importlib
 import importlib.machinery
+import importlib.util
+import os
 import re
 import sys
 import types
+import warnings
 
 import numpy as np
 
@@ -214,3 +229,38 @@ class _CheckFinder:
 
 if _CHECK not in sys.modules and _CheckFinder not in sys.meta_path:
     sys.meta_path.insert(0, _CheckFinder)
+
+
+# --- CuPy without cuDNN (CuPy 14) -------------------------------------------------------------
+
+def _cupy_has_cudnn(locations):
+    """Whether the CuPy package in ``locations`` (its ``__path__``) ships a cuDNN module:
+    ``cupy/cudnn*`` or ``cupy/cuda/cudnn*`` (the modules Chainer imports). CuPy 14 ships neither."""
+    for location in locations:
+        for folder in (location, os.path.join(location, 'cuda')):
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                continue
+            if any(name.startswith('cudnn') for name in names):
+                return True
+    return False
+
+
+def _quiet_cudnn_advice():
+    """Filter out Chainer's "cuDNN is not enabled. Please reinstall CuPy after you install
+    cudnn" where the CuPy on the path has no cuDNN module (nothing to reinstall). Finds CuPy
+    without importing it; does nothing where CuPy is absent or has cuDNN."""
+    try:
+        spec = importlib.util.find_spec('cupy')
+    except (ImportError, ValueError):
+        return False
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations or _cupy_has_cudnn(locations):
+        return False
+    warnings.filterwarnings('ignore', message='cuDNN is not enabled', category=UserWarning,
+                            module=r'chainer\.backends\.cuda$')
+    return True
+
+
+_quiet_cudnn_advice()
