@@ -81,15 +81,27 @@ def select_device(gpu, intra_rank=None):
                             f'rank(s) per node, or --gpu -1 for the CPU')
     if gpu < 0:
         reason = '' if how == '--gpu' else ' (CuPy sees no GPU)' if cuda.available else \
-            ' (CuPy is not installed)'
+            f' ({_cupy_missing()})'
         return chainer.get_device('@numpy'), f'device: CPU (NumPy){reason}'
     if gpu >= n_gpus:
-        what = 'CuPy is not installed' if not cuda.available else f'CuPy sees {n_gpus} GPU(s)'
+        what = _cupy_missing() if not cuda.available else f'CuPy sees {n_gpus} GPU(s)'
         raise UserError(f'--gpu {gpu}: {what}; use --gpu -1 for the CPU')
     device = chainer.get_device(f'@cupy:{gpu}')
     device.use()
     cudnn = 'with cuDNN' if getattr(cuda, 'cudnn_enabled', False) else 'without cuDNN'
     return device, f'device: GPU {gpu} (CuPy {cuda.cupy.__version__}, {cudnn}; {how})'
+
+
+def _cupy_missing():
+    """Why Chainer has no CuPy: 'CuPy is not installed', or 'CuPy is installed but cannot be
+    used (its error)' (e.g. a CUDA library it needs is missing)."""
+    import importlib.util
+    from chainer.backends import cuda
+    if importlib.util.find_spec('cupy') is None:
+        return 'CuPy is not installed'
+    error = getattr(cuda, '_resolution_error', None)
+    detail = f': {type(error).__name__}: {" ".join(str(error).split())[:120]}' if error else ''
+    return f'CuPy is installed but cannot be used{detail}'
 
 
 # What each JSON file of a split must hold (key: test of its value), and what to do when it
