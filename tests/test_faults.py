@@ -315,13 +315,13 @@ def test_non_finite_weights_stop_training_before_anything_holds_them(data, tmp_p
 
 
 def test_non_finite_statistics_are_not_saved_in_a_snapshot(data, tmp_path, capsys, monkeypatch):
-    import training
-    real = training.TenCropEvaluator.evaluate
+    import evaluation
+    real = evaluation.TenCropEvaluator.evaluate
 
     def evaluate(self):  # BN running statistics (not touched by the optimizer) become NaN
         self.get_target('main').conv1.bn.avg_var[:] = np.nan
         return real(self)
-    monkeypatch.setattr(training.TenCropEvaluator, 'evaluate', evaluate)
+    monkeypatch.setattr(evaluation.TenCropEvaluator, 'evaluate', evaluate)
     save = str(tmp_path / 'run')
     rc, _, err = run_main(['--data', data, *RUN, '--save', save], capsys)
     assert rc == 3 and 'non-finite values in updater/model:main/conv1/bn/avg_var at epoch 1' in err
@@ -565,11 +565,11 @@ def test_save_that_cannot_be_written(data, tmp_path, capsys):
 
 def test_a_full_disk_while_training_is_one_line(data, tmp_path, capsys, monkeypatch):
     import errno
-    import training
+    import checkpoint
 
     def full(path, target, where=None):
         raise OSError(errno.ENOSPC, 'No space left on device', path)
-    monkeypatch.setattr(training, 'save_npz_uncompressed', full)
+    monkeypatch.setattr(checkpoint, 'save_npz_uncompressed', full)
     rc, _, err = run_main(['--data', data, *RUN, '--save', str(tmp_path / 'run')], capsys)
     assert_one_line_error(rc, err, 1, 'No space left on device', '--resume')
 

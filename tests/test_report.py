@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
+import evaluation
 import report
-import training
 
 
 def make_split(root, save, split, net='envnetv2', learning='intermix', dataset='esc10',
@@ -26,7 +26,7 @@ def make_split(root, save, split, net='envnetv2', learning='intermix', dataset='
         if best:
             result['best_error_on_test_fold'] = {'error': best[0], 'epoch': best[1]}
         if confusion is not None:
-            result.update(training.per_class_results(confusion, names))
+            result.update(evaluation.per_class_results(confusion, names))
         json.dump(result, open(os.path.join(d, 'result.json'), 'w'))
 
 

@@ -15,6 +15,7 @@ import pytest
 
 import main
 from datagen import npzio
+import evaluation
 import training
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -317,7 +318,7 @@ def test_ten_crop_confusion_averages_the_softmax_over_crops():
     def model(x):
         assert x.shape[1:] == (1, 1, 5) and len(x) % 2 == 0  # 2 crops per clip
         return x[:, 0, 0, :3]
-    prob = training.ten_crop_probabilities(model, crops)
+    prob = evaluation.ten_crop_probabilities(model, crops)
     e = np.exp
     assert prob[0] == pytest.approx([(e(5) / (e(5) + 2) + 1 / (2 + e(0.5))) / 2,
                                      (1 / (e(5) + 2) + e(0.5) / (2 + e(0.5))) / 2,
@@ -326,22 +327,22 @@ def test_ten_crop_confusion_averages_the_softmax_over_crops():
     batches = [[(crops[i], labels[i]) for i in (0, 1)], [(crops[2], labels[2])]]
     import chainer
     device = chainer.get_device('@numpy')
-    confusion = training.ten_crop_confusion(model, batches, chainer.dataset.concat_examples,
+    confusion = evaluation.ten_crop_confusion(model, batches, chainer.dataset.concat_examples,
                                             device, n_classes=3)
     assert confusion.tolist() == [[1, 0, 0], [0, 0, 0], [0, 1, 1]]
-    assert training.ten_crop_counts(model, batches, chainer.dataset.concat_examples,
+    assert evaluation.ten_crop_counts(model, batches, chainer.dataset.concat_examples,
                                     device) == (1, 3)
 
 
 def test_per_class_results_from_a_confusion_matrix():
-    r = training.per_class_results([[3, 1, 0], [0, 0, 2], [0, 0, 0]], ['a', 'b', 'c'])
+    r = evaluation.per_class_results([[3, 1, 0], [0, 0, 2], [0, 0, 0]], ['a', 'b', 'c'])
     assert r['test_error_per_class'] == {'a': 25.0, 'b': 100.0, 'c': None}
     assert r['test_clips_per_class'] == {'a': 4, 'b': 2, 'c': 0}
     assert r['confusion_matrix'] == {'class_names': ['a', 'b', 'c'], 'rows': 'true class',
                                      'columns': 'predicted class',
                                      'counts': [[3, 1, 0], [0, 0, 2], [0, 0, 0]]}
     with pytest.raises(ValueError):
-        training.per_class_results([[1, 0], [0, 1]], ['a', 'b', 'c'])
+        evaluation.per_class_results([[1, 0], [0, 1]], ['a', 'b', 'c'])
 
 
 def test_csv_log_has_named_columns_and_an_empty_cell_where_not_tested():
