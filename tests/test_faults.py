@@ -239,9 +239,10 @@ def test_worker_processes_draw_the_same_examples_and_resume_exactly(data, uninte
     # Killed mid-step with its workers running (they die with it), then resumed.
     save = str(tmp_path / 'killed')
     kill_at('step:4', ['--data', data, *RUN, '--nWorkers', '2', '--save', save])
-    rc, _, err = run_main(['--data', data, *RUN, '--nWorkers', '2', '--save', save, '--resume'],
-                          capsys)
+    rc, out, err = run_main(['--data', data, *RUN, '--nWorkers', '2', '--save', save, '--resume'],
+                            capsys)
     assert rc == 0, err
+    assert 'resumed from' in out and 'at epoch 1 of 3' in out  # not a run from the start
     assert final_files(os.path.join(save, 'split1')) == final_files(uninterrupted)
 
 
@@ -252,8 +253,9 @@ def test_dropout_stream_resumes_exactly(data, tmp_path, capsys):
     rc, _, err = run_main([*args, '--save', str(tmp_path / 'a')], capsys)
     assert rc == 0, err
     kill_at('step:4', [*args, '--save', str(tmp_path / 'b')])  # epoch 2, second step
-    rc, _, err = run_main([*args, '--save', str(tmp_path / 'b'), '--resume'], capsys)
+    rc, out, err = run_main([*args, '--save', str(tmp_path / 'b'), '--resume'], capsys)
     assert rc == 0, err
+    assert 'resumed from' in out and 'at epoch 1 of 2' in out  # not a run from the start
     assert (final_files(str(tmp_path / 'b' / 'split1')) ==
             final_files(str(tmp_path / 'a' / 'split1')))
 

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ import evaluation
 import training
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAULT_RUN = os.path.join(REPO_ROOT, 'tests', 'fault_run.py')
 FAST = ['--dataset', 'esc10', '--netType', 'envnet', '--split', '1', '--nCrops', '2',
         '--gpu', '-1', '--seed', '7']
 
@@ -201,14 +201,13 @@ def test_resume_after_kill_mid_epoch_ends_with_the_same_number_of_epochs(tiny_da
     save = str(tmp_path / 'run')
     cmd = [sys.executable, 'main.py', '--data', tiny_data, *FAST, '--nEpochs', '3',
            '--batchSize', '2', '--testEvery', '3', '--save', save]
-    snapshot = os.path.join(save, 'split1', 'snapshot.npz')
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 300
-    while not os.path.exists(snapshot) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)  # well inside epoch 2 (8 iterations of a few hundred ms)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # kill -9 inside step 12, in epoch 2 (8 steps per epoch), by tests/fault_run.py's hook (not
+    # by a timer, which could miss the epoch on a fast or a loaded machine)
+    killed = subprocess.run([sys.executable, FAULT_RUN, *cmd[1:]], cwd=REPO_ROOT,
+                            env=dict(os.environ, FAULT_KILL='step:12'), capture_output=True,
+                            text=True, timeout=600, start_new_session=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert os.path.isfile(os.path.join(save, 'split1', 'snapshot.npz'))
     log = read_jsonl(os.path.join(save, 'split1', 'log.jsonl'))
     assert [e['epoch'] for e in log] == [1], 'the kill should land in epoch 2'
     # Without --resume the unfinished run is protected.
