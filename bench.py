@@ -32,15 +32,16 @@ Prints one JSON object on stdout (progress goes to stderr); ``--out`` also write
   conversion path: milliseconds per step and calls per step of every Chainer function's forward
   and backward, exclusive of the functions it calls, slowest first (the optimizer update, data
   and the mixer's NumPy work are not Chainer functions: ``parts_s`` has them).
-* ``loop``: the whole training loop, as a user runs it: ``main.py`` itself (in this process, its
+* ``loop``: the whole training loop, as a user runs it: ``main.py`` itself (a child process, its
   epoch lines on stderr) on split 1 for ``--loopEpochs`` epochs with one test, at the end, in a
   temporary ``--save`` folder (snapshots, logs and plots included; synthetic clips are written as a
   temporary 5-fold data file first). ``epochs_per_min`` of that run's training loop (its
   ``seconds_this_run``) beside ``step_only_epochs_per_min`` (the median step time x steps per
   epoch, nothing else); ``predicted_s`` = step time x steps + the full 10-crop test at the timed
   test rate, and ``ratio_to_predicted`` = loop seconds / predicted_s (1.0: the loop costs no more
-  than its steps and its test). ``--loopEpochs 0`` skips it.
-* ``process``: peak RSS of the whole process (``ru_maxrss``), load averages, versions, threads.
+  than its steps and its test); ``peak_rss_mb`` the child's peak RSS. ``--loopEpochs 0`` skips it.
+* ``process``: peak RSS of this process (``ru_maxrss``; the loop's child not included), load
+  averages, versions, threads.
 * ``--compare`` (CPU only): the stock Chainer convolution and the fast NumPy one (``fastconv``)
   on two copies of the same model and data, steps interleaved (stock, fast, stock, ...), so that
   the machine's load hits both alike; ``train``/``test`` hold both, ``speedup`` the ratios of the
@@ -52,6 +53,7 @@ import contextlib
 import json
 import os
 import resource
+import subprocess
 import sys
 import threading
 import time
@@ -63,13 +65,17 @@ import chainer
 import chainer.functions as F
 
 import dataset
+import distributed
+import evaluation
 import fastconv
 import intermix
-import main as main_module
 import opts
+import runtime
 import training
 import utils
 from utils import UserError
+
+REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
 
 PROG = 'bench.py'
 
@@ -304,7 +310,7 @@ class Setup:
         warm = min(len(sounds), opt.testBatchSize)
         conv = chainer.dataset.concat_examples
         with self.conv_path():
-            training.ten_crop_counts(self.model, training.test_iterator(
+            evaluation.ten_crop_counts(self.model, training.test_iterator(
                 opt, sounds[:warm], labels[:warm]), conv, self.device)
             timed = slice(warm, None) if len(sounds) > warm else slice(0, warm)
             it = training.test_iterator(opt, sounds[timed], labels[timed])
@@ -312,7 +318,7 @@ class Setup:
             if sync:
                 sync()
             t0 = time.perf_counter()
-            _, clips = training.ten_crop_counts(self.model, it, conv, self.device)
+            _, clips = evaluation.ten_crop_counts(self.model, it, conv, self.device)
             if sync:
                 sync()
             seconds = time.perf_counter() - t0
@@ -342,7 +348,7 @@ def iterator_throughput(opt, train_data, n_workers, n_batches, seed):
     saved = opt.nWorkers
     opt.nWorkers = n_workers
     try:
-        train_iter = training.train_iterator(opt, *train_data, training.rank_seed(seed, 0))
+        train_iter = training.train_iterator(opt, *train_data, distributed.rank_seed(seed, 0))
     finally:
         opt.nWorkers = saved
     try:
@@ -390,8 +396,8 @@ def build_parser():
 
 
 # bench.py's own options: dropped from the command line handed to main.py (True: takes a value).
-BENCH_ONLY = {'--profileSteps': True, '--steps': True, '--warmupSteps': True, '--testBatches': True, '--iterBatches': True,
-              '--clips': True, '--compare': False, '--loopEpochs': True, '--out': True}
+BENCH_ONLY = {'--profileSteps': True, '--steps': True, '--warmupSteps': True,
+              '--testBatches': True, '--iterBatches': True, '--clips': True, '--compare': False, '--loopEpochs': True, '--out': True}
 # Options the whole-loop run sets itself.
 LOOP_SET = {'--nEpochs': True, '--testEvery': True, '--split': True, '--save': True,
             '--resume': False, '--data': True, '--dataset': True}
@@ -438,9 +444,13 @@ def whole_loop(opt, argv, step_s, test_clips_per_s, train_data, test_data):
             '--testEvery', str(opt.loopEpochs), '--save', save]
         log(f'whole loop: main.py {" ".join(args)}')
         t0 = time.perf_counter()
-        with contextlib.redirect_stdout(sys.stderr):
-            rc = main_module.main(args)
+        child = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, 'main.py'), *args],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for text in child.stdout:  # its epoch lines, as they come
+            sys.stderr.write(text)
+        rc = child.wait()
         wall = time.perf_counter() - t0
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         if rc != 0:
             raise UserError(f'the whole-loop run of main.py failed (exit status {rc}); '
                             f'its message is above')
@@ -458,7 +468,7 @@ def whole_loop(opt, argv, step_s, test_clips_per_s, train_data, test_data):
             'epochs_per_min': round(60 * opt.loopEpochs / seconds, 2),
             'step_only_epochs_per_min': round(60 / (step_s * steps), 2),
             'test_s_predicted': round(test_s, 2), 'predicted_s': round(predicted, 2),
-            'ratio_to_predicted': round(seconds / predicted, 3)}
+            'ratio_to_predicted': round(seconds / predicted, 3), 'peak_rss_mb': round(peak_mb, 1)}
 
 
 def parse(argv=None):
@@ -500,7 +510,7 @@ def _environment(opt, device):
 
 
 def run(opt, argv=None):
-    device, line = main_module.select_device(opt.gpu)
+    device, line = runtime.select_device(opt.gpu)
     log(line)
     if opt.compare and device.xp is not np:
         raise UserError('--compare compares the two CPU convolution paths; add --gpu -1')
@@ -508,12 +518,12 @@ def run(opt, argv=None):
         raise UserError(f'--compare: ${fastconv.STOCK_CONV_ENV} switches the fast path off; '
                         f'unset it')
     if opt.nWorkers is None:
-        opt.nWorkers = main_module.default_workers(device)
+        opt.nWorkers = runtime.default_workers(device)
     seed = 1 if opt.seed is None else opt.seed
     if opt.data == '(synthetic)':
         train_data, test_data = synthetic_data(opt.clips, opt.nClasses, opt.fs)
     else:
-        soundset = main_module.load_data(opt, None)
+        soundset = runtime.load_data(opt, None)
         train_data, test_data = dataset.split_folds(soundset, 1)
     threads = fastconv.set_threads(opt.threads)
     try:

@@ -41,9 +41,14 @@ import numpy as np
 import compat  # noqa: F401
 import chainer
 
+import checkpoint
 import dataset
+import distributed
+import evaluation
 import fastconv
 import opts
+import runrecord
+import runtime
 import training
 import utils
 from utils import UserError
@@ -51,57 +56,6 @@ from utils import UserError
 PROG = 'main.py'
 # OSErrors of the file system (not of the program) that main() reports as one line, status 1.
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO)
-
-
-def select_device(gpu, intra_rank=None):
-    """The Chainer device for ``--gpu`` (None: GPU 0 when CuPy sees one, else CPU), and a line
-    saying which was chosen. Raises UserError if a GPU is asked for and none is usable.
-
-    Under MPI (``intra_rank``, the rank within its node) each rank takes its own GPU: GPU
-    ``intra_rank`` by default, ``--gpu G`` + ``intra_rank`` with ``--gpu G``; ``--gpu -1`` the CPU.
-    """
-    from chainer.backends import cuda
-    n_gpus = 0
-    if cuda.available:
-        try:
-            n_gpus = cuda.cupy.cuda.runtime.getDeviceCount()
-        except Exception:  # CuPy installed but no driver/device
-            n_gpus = 0
-    if gpu is None:
-        gpu = 0 if n_gpus > 0 else -1
-        how = 'default'
-    else:
-        how = '--gpu'
-    if intra_rank is not None and gpu >= 0:
-        base, gpu = gpu, gpu + intra_rank
-        how += f' {base} + intra-node rank {intra_rank}'
-        if gpu >= n_gpus:
-            raise UserError(f'--gpu: intra-node rank {intra_rank} would use GPU {gpu}, but CuPy '
-                            f'sees {n_gpus} GPU(s) on this node; start at most {n_gpus - base} '
-                            f'rank(s) per node, or --gpu -1 for the CPU')
-    if gpu < 0:
-        reason = '' if how == '--gpu' else ' (CuPy sees no GPU)' if cuda.available else \
-            f' ({_cupy_missing()})'
-        return chainer.get_device('@numpy'), f'device: CPU (NumPy){reason}'
-    if gpu >= n_gpus:
-        what = _cupy_missing() if not cuda.available else f'CuPy sees {n_gpus} GPU(s)'
-        raise UserError(f'--gpu {gpu}: {what}; use --gpu -1 for the CPU')
-    device = chainer.get_device(f'@cupy:{gpu}')
-    device.use()
-    cudnn = 'with cuDNN' if getattr(cuda, 'cudnn_enabled', False) else 'without cuDNN'
-    return device, f'device: GPU {gpu} (CuPy {cuda.cupy.__version__}, {cudnn}; {how})'
-
-
-def _cupy_missing():
-    """Why Chainer has no CuPy: 'CuPy is not installed', or 'CuPy is installed but cannot be
-    used (its error)' (e.g. a CUDA library it needs is missing)."""
-    import importlib.util
-    from chainer.backends import cuda
-    if importlib.util.find_spec('cupy') is None:
-        return 'CuPy is not installed'
-    error = getattr(cuda, '_resolution_error', None)
-    detail = f': {type(error).__name__}: {" ".join(str(error).split())[:120]}' if error else ''
-    return f'CuPy is installed but cannot be used{detail}'
 
 
 # What each JSON file of a split must hold (key: test of its value), and what to do when it
@@ -211,7 +165,7 @@ def check_split_dir(opt, split, split_dir):
     if os.path.isfile(run_file):
         recorded = read_split_json(run_file)
         before = recorded['settings']
-        now = training.settings_of(opt)
+        now = runrecord.settings_of(opt)
         changed = [k for k in now if k in before and before[k] != now[k]]
         if opt.resume and opt.seed is not None and opt.seed + 1000 * split != recorded['seed']:
             base = recorded['seed'] - 1000 * split
@@ -230,7 +184,7 @@ def check_split_dir(opt, split, split_dir):
         read_split_json(result)
         return 'done'
     if opt.resume and os.path.isfile(snapshot):
-        training.check_snapshot(snapshot, split)
+        checkpoint.check_snapshot(snapshot, split)
         return 'resume'
     return 'new'
 
@@ -252,7 +206,7 @@ def prepare_split(opt, split, split_dir, lock):
     seed = split_seed(opt, split_dir)
     if state != 'resume':  # a resumed split keeps its run.json (checked: same settings)
         utils.write_json(os.path.join(split_dir, 'run.json'),
-                         {'seed': seed, 'settings': training.settings_of(opt)})
+                         {'seed': seed, 'settings': runrecord.settings_of(opt)})
     return state, seed
 
 
@@ -261,11 +215,11 @@ def run_training(opt, soundset, device, comm=None):
     checks the split folder, draws the seed and writes run.json; all ranks train together."""
     say = print if comm is None or comm.rank == 0 else (lambda *a, **k: None)
     results = {}
-    data = training.data_record(soundset) if comm is None or comm.rank == 0 else None
+    data = runrecord.data_record(soundset) if comm is None or comm.rank == 0 else None
     for split in opt.splits:
         opt.split_now = split
         split_dir = os.path.join(opt.save, f'split{split}')
-        train_data, test_data = training.all_ranks_ok(comm, dataset.split_folds, soundset, split)
+        train_data, test_data = distributed.all_ranks_ok(comm, dataset.split_folds, soundset, split)
         lock = utils.FolderLock(split_dir) if comm is None or comm.rank == 0 else None
         try:
             result = _train_locked_split(opt, split, split_dir, train_data, test_data, device,
@@ -280,7 +234,7 @@ def run_training(opt, soundset, device, comm=None):
 def _train_locked_split(opt, split, split_dir, train_data, test_data, device, comm, data, lock,
                         say):
     """One split of :func:`run_training`, the split folder's ``lock`` taken first (rank 0)."""
-    state, value = training.on_root(comm, prepare_split, opt, split, split_dir, lock)
+    state, value = distributed.on_root(comm, prepare_split, opt, split, split_dir, lock)
     if state == 'done':
         say(f'split {split}: finished before, final test error '
             f'{value["final_error"]:.2f}% (skipped)', flush=True)
@@ -313,11 +267,11 @@ def run_test_only(opt, soundset, device):
     Returns {split: {'split', 'final_error' (%), 'fgsm' (dict or None)}}; prints one line per
     split beside the error training reported, after a warning line (stderr) for each way the
     code, library versions or data file differ from the split's record.json
-    (``training.record_differences``). Raises UserError when a split has no model, the model
+    (``runrecord.record_differences``). Raises UserError when a split has no model, the model
     does not fit ``--netType`` and the dataset's classes, or its record.json is damaged.
     """
     results = {}
-    data = training.data_record(soundset)
+    data = runrecord.data_record(soundset)
     for split in opt.splits:
         split_dir = os.path.join(opt.save, f'split{split}')
         model_path = os.path.join(split_dir, 'model.npz')
@@ -334,13 +288,13 @@ def run_test_only(opt, soundset, device):
                             f'{" ".join(str(e).split())[:200]}); it is damaged or of another '
                             f'network: give the --netType it was trained with, or retrain the '
                             f'split') from None
-        record = training.read_run_record(split_dir)
+        record = runrecord.read_run_record(split_dir)
         result_path = os.path.join(split_dir, 'result.json')
         trained = None
         if os.path.isfile(result_path):
             trained = read_split_json(result_path)
         if record is not None:
-            for line in training.record_differences(record, data=data):
+            for line in runrecord.record_differences(record, data=data):
                 print(f'{PROG}: warning: split {split}: {line}', file=sys.stderr, flush=True)
         split_opt = copy.copy(opt)
         if not getattr(opt, 'nCropsGiven', True) and trained is not None:
@@ -349,11 +303,11 @@ def run_test_only(opt, soundset, device):
         iterator = training.test_iterator(split_opt, test_sounds, test_labels)
         convert = chainer.dataset.concat_examples
         if opt.fgsm:
-            fgsm = training.fgsm_errors(model, iterator, convert, device, opt.fgsm)
+            fgsm = evaluation.fgsm_errors(model, iterator, convert, device, opt.fgsm)
             error = fgsm['clean']
         else:
             fgsm = None
-            error = training.ten_crop_error(model, iterator, convert, device)
+            error = evaluation.ten_crop_error(model, iterator, convert, device)
         line = f'split {split}: test error {error:.2f}% ({split_opt.nCrops}-crop, {model_path})'
         if trained is not None:
             line += f'; training reported {trained["final_error"]:.2f}%'
@@ -384,7 +338,7 @@ def summarise(opt, results, name):
         f'; {opt.nFolds} in the dataset)')
     summary = {'dataset': opt.dataset, 'netType': opt.netType, 'learning': opt.learning,
                'splits': splits, 'errors': errors, 'mean_error': mean, 'standard_error': se,
-               'complete': len(splits) == opt.nFolds, 'settings': training.settings_of(opt),
+               'complete': len(splits) == opt.nFolds, 'settings': runrecord.settings_of(opt),
                'metric': 'test error (%) of the 10-crop test at the final epoch, per split'}
     fgsm = [results[k].get('fgsm') for k in splits]
     if all(fgsm):
@@ -442,30 +396,6 @@ def create_communicator(opt):
         raise UserError(f'--communicator {opt.communicator}: {type(e).__name__}: {e}') from None
 
 
-def setup_device(opt, comm):
-    """``select_device`` on this rank, checked against the communicator; (device, line)."""
-    device, line = select_device(opt.gpu, None if comm is None else comm.intra_rank)
-    if comm is not None and device.xp is np and opt.communicator != 'naive':
-        raise UserError(f'--communicator {opt.communicator} needs a GPU per rank (this rank is on '
-                        f'the CPU); on the CPU use --communicator naive')
-    return device, line
-
-
-def load_data(opt, comm):
-    """The dataset, loaded on every rank and checked to be the same file content everywhere."""
-    soundset = training.all_ranks_ok(comm, dataset.load_dataset, opt.data, opt.dataset, opt.fs,
-                                     allow_pickle=opt.allowPickle)
-    if comm is not None:
-        prints = comm.mpi_comm.allgather(training.data_fingerprint(soundset))
-        differ = [r for r, p in enumerate(prints) if p != prints[0]]
-        if differ:
-            raise training.AllRanksError(
-                f'rank{"s" * (len(differ) > 1)} {", ".join(map(str, differ))} loaded other clips '
-                f'than rank 0 from --data {opt.data} ({soundset.path}); every rank must read the '
-                f'same file')
-    return soundset
-
-
 def main(argv=None):
     """Command-line entry point of ``main.py`` (module docstring): train or test every split.
 
@@ -497,13 +427,13 @@ def main(argv=None):
             print(line)
     try:
         return _run(opt, comm)
-    except training.AllRanksError as e:  # raised on every rank together: rank 0 reports it
+    except distributed.AllRanksError as e:  # raised on every rank together: rank 0 reports it
         if rank0:
             print(f'{PROG}: error: {e}', file=sys.stderr)
         return 2
     except UserError as e:
         return _fail(comm, f'{e}', 2)
-    except training.NonFiniteLossError as e:
+    except checkpoint.NonFiniteLossError as e:
         split_dir = os.path.join(opt.save, f'split{getattr(opt, "split_now", "?")}')
         snapshot = os.path.join(split_dir, 'snapshot.npz')
         kept = (f'the last good checkpoint is {snapshot} (epoch {e.epoch - 1})'
@@ -561,16 +491,10 @@ def _fail(comm, message, code):
     return _mpi_abort(code)
 
 
-def default_workers(device, per_node=1):
-    """The default of --nWorkers: 0 on the CPU (workers would compete with the layers for the
-    cores), else min(8, CPU cores / processes on this node)."""
-    return 0 if device.xp is np else min(8, max(1, (os.cpu_count() or 1) // per_node))
-
-
 def _run(opt, comm):
-    device, line = training.all_ranks_ok(comm, setup_device, opt, comm)
+    device, line = distributed.all_ranks_ok(comm, runtime.setup_device, opt, comm)
     if opt.nWorkers is None:
-        opt.nWorkers = default_workers(device, 1 if comm is None else comm.intra_size)
+        opt.nWorkers = runtime.default_workers(device, 1 if comm is None else comm.intra_size)
     threads = fastconv.set_threads(opt.threads)
     if device.xp is np:
         opt.threads = fastconv._threads()  # recorded, and in the rerun command
@@ -596,8 +520,8 @@ def _run_on(opt, comm, device, line):
         if rank0:
             for r, text in enumerate(lines):
                 print(f'rank {r}: {text}; {opt.nWorkers} data worker process(es)', flush=True)
-    training.on_root(comm, check_save, opt.save)
-    soundset = load_data(opt, comm)
+    distributed.on_root(comm, check_save, opt.save)
+    soundset = runtime.load_data(opt, comm)
     select_splits(opt, soundset, say=print if rank0 else lambda *a, **k: None)
     if opt.testOnly:
         results = run_test_only(opt, soundset, device)

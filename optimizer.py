@@ -12,7 +12,7 @@ each). :class:`FusedNesterovAG` runs the same expressions on cache-sized chunks 
 temporary; parameter and velocity read and written once from main memory, the gradient
 only read: the decayed gradient stays in a scratch buffer), the chunks shared out to the
 worker threads of :mod:`fastconv` (NumPy releases the GIL in its ufuncs). The updater still
-scans every parameter and velocity for NaN after the update (``training.non_finite_arrays``),
+scans every parameter and velocity for NaN after the update (``checkpoint.non_finite_arrays``),
 which also catches values changed outside the update. On a GPU it runs Chainer's own kernels
 (the hook's, then the rule's).
 """

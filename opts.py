@@ -21,9 +21,10 @@ The reference CLIs' ``--BC`` switch turns mixing on without ``--learning``: with
 naming a hidden point it means InterMix (the InterMix reference's ``--BC --eligible 1 2 3 4``),
 otherwise BC learning. ``--eligible`` without any mixing is an error.
 
-Defaults of nEpochs/LR/schedule/warmup come from the network class (``default_schedule``,
-docs/method.md §6); nEpochs is doubled when mixing, as in the reference. ``--batchSize`` counts clips for standard
-learning (default 64) and pairs when mixing (default 32, i.e. 64 mixed examples per step).
+Defaults of nEpochs/LR/schedule/warmup come from the (network, dataset) table of ``schedules.py``
+(docs/method.md §6); nEpochs is doubled when mixing, as in the reference. ``--batchSize`` counts
+clips for standard learning (default 64) and pairs when mixing (default 32, i.e. 64 mixed
+examples per step).
 
 Multi-process training (ChainerMN over MPI): ``.venv/bin/mpiexec -n N .venv/bin/python main.py ...
 --communicator naive`` (CPU) or ``pure_nccl`` (one GPU per rank). ``--batchSize`` is then per rank: the global
@@ -35,6 +36,7 @@ import os
 
 import intermix
 import models
+import schedules
 import utils
 from datagen import registry
 
@@ -267,14 +269,14 @@ def resolve(opt):
             opt.mixup_type = weights
         opt.ratio = 'sound' if opt.mixup_type == 'sound' else 'mixup'
 
-    defaults = net.default_schedule.get(opt.dataset)
+    defaults = schedules.default(opt.netType, opt.dataset)
     unset = [k for k in ('nEpochs', 'LR', 'schedule', 'warmup') if getattr(opt, k) is None]
     if defaults is None and unset:
         raise ValueError(f'--netType {opt.netType} has no default schedule for --dataset '
-                         f'{opt.dataset} (its default_schedule lists '
-                         f'{", ".join(sorted(net.default_schedule))}); give '
-                         f'{" ".join("--" + k for k in unset)}, or add {opt.dataset} to the '
-                         f'network class\'s default_schedule')
+                         f'{opt.dataset} (schedules.py lists it for '
+                         f'{", ".join(schedules.datasets_of(opt.netType))}); give '
+                         f'{" ".join("--" + k for k in unset)}, or add a row for '
+                         f'({opt.netType}, {opt.dataset}) to schedules.SCHEDULES')
     if opt.nEpochs is None:
         opt.nEpochs = defaults['nEpochs'] * (2 if opt.mixing else 1)
     for key in ('LR', 'schedule', 'warmup'):

@@ -13,7 +13,7 @@ Each file is read and converted as the dataset generators convert theirs (docs/m
 ``datagen.audio.load_clip``: libsndfile, mean over channels, polyphase resampling to the network's
 rate, int16, and for ESC-50/ESC-10 the leading and trailing digital silence trimmed), then
 classified by the 10-crop test of docs/method.md §3.2 through the code ``main.py`` tests with
-(``training.test_iterator`` and ``training.ten_crop_batches``): nCrops crops at equal strides of
+(``training.test_iterator`` and ``evaluation.ten_crop_batches``): nCrops crops at equal strides of
 the clip zero-padded by T/2 at each end, the softmax averaged over the crops. A clip shorter than
 the network's input T is padded, a longer one is covered by the crops, exactly as in the test.
 Run on the clips of a split's test fold, it gives the predictions, hence the error, of
@@ -44,7 +44,10 @@ import numpy as np
 import compat  # noqa: F401
 import chainer
 
+import evaluation
 import models
+import runrecord
+import runtime
 import training
 import utils
 from datagen import audio, registry
@@ -106,22 +109,22 @@ def load_run(path):
     its run.json. Raises UserError for a missing or damaged record, or settings the code no
     longer has (an unknown network, another rate or input length than the network's now)."""
     split_dir, model_path = find_split(path)
-    record = training.read_run_record(split_dir)
+    record = runrecord.read_run_record(split_dir)
     notes = []
     if record is not None:
-        source = os.path.join(split_dir, training.RECORD_FILE)
+        source = os.path.join(split_dir, runrecord.RECORD_FILE)
         settings = record.get('options') or {}
         names = record.get('class_names')
         trim = (record.get('data') or {}).get('trim')
     else:
         source = os.path.join(split_dir, 'run.json')
         if not os.path.isfile(source):
-            raise UserError(f'{split_dir}: neither {training.RECORD_FILE} nor run.json; name '
+            raise UserError(f'{split_dir}: neither {runrecord.RECORD_FILE} nor run.json; name '
                             f'the split folder that main.py wrote')
         settings = utils.read_json_object(source, 'restore it, or retrain the split').get(
             'settings') or {}
         names, trim = None, None
-        notes.append(f'{split_dir}: no {training.RECORD_FILE} (a run from before run records): '
+        notes.append(f'{split_dir}: no {runrecord.RECORD_FILE} (a run from before run records): '
                      f'class names unknown, shown as class0, class1, ...')
     missing = [k for k in ('netType', 'nClasses', 'fs', 'inputLength', 'dataset')
                if settings.get(k) is None]
@@ -199,7 +202,7 @@ def classify(model, clips, run, device):
                                 testBatchSize=run.batch_size)
     iterator = training.test_iterator(opt, list(clips), np.zeros(len(clips), np.int32))
     cpu = chainer.backend.CpuDevice()
-    out = [cpu.send(prob).astype(np.float64) for prob, _ in training.ten_crop_batches(
+    out = [cpu.send(prob).astype(np.float64) for prob, _ in evaluation.ten_crop_batches(
         model, iterator, chainer.dataset.concat_examples, device)]
     return np.concatenate(out) if out else np.zeros((0, run.n_classes))
 
@@ -284,10 +287,9 @@ def main(argv=None):
         for line in run.notes:
             print(f'{PROG}: warning: {line}', file=sys.stderr)
         if run.record is not None:
-            for line in training.record_differences(run.record):
+            for line in runrecord.record_differences(run.record):
                 print(f'{PROG}: warning: {line}', file=sys.stderr)
-        import main as main_py  # the device choice of main.py (--gpu)
-        device, _ = main_py.select_device(args.gpu)
+        device, _ = runtime.select_device(args.gpu)  # the device choice of main.py (--gpu)
         model = load_model(run, device)
     except UserError as e:
         print(f'{PROG}: error: {e}', file=sys.stderr)

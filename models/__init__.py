@@ -6,7 +6,9 @@ the model instead of keeping a second table:
 - ``fs``: sample rate of the input waveform (Hz)
 - ``input_length``: T, samples per input crop
 - ``mix_points``: dict {point: description}; 0 is the input waveform, k >= 1 a hidden tensor
-- ``default_schedule``: dict dataset -> dict(nEpochs, LR, schedule, warmup) (docs/method.md §6)
+
+Training schedules are not a network's: they live in one (network, dataset) table,
+``schedules.py`` (docs/method.md §6), and no network module imports another network.
 
 Networks of the paper's Table 1 (M18, SoundNet5, EnvNet, Logmel-CNN, EnvNet-v2) and SampleCNN,
 one file each; shared blocks are in ``models/common.py``. Every value is a class (callable with

@@ -112,16 +112,15 @@ class StagedNet(chainer.Chain):
     """Base class: a network as stages between mixing points.
 
     Subclasses define class attributes ``fs`` (Hz), ``input_length`` (T, samples),
-    ``mix_points`` ({point: description of the tensor there}), ``default_schedule``
-    ({dataset: {'nEpochs', 'LR', 'schedule', 'warmup'}}), and a method ``stages()`` returning the
-    list of callables, one per mixing point, in order. Input: float32 array or Variable of shape
-    (N, 1, 1, T), the waveform scaled to [-1, 1). Output: logits (N, n_classes).
+    ``mix_points`` ({point: description of the tensor there}), and a method ``stages()``
+    returning the list of callables, one per mixing point, in order. Input: float32 array or
+    Variable of shape (N, 1, 1, T), the waveform scaled to [-1, 1). Output: logits (N,
+    n_classes). Default training schedules are not here: ``schedules.py``.
     """
 
     fs = None
     input_length = None
     mix_points = {}
-    default_schedule = {}
 
     def stages(self):
         raise NotImplementedError

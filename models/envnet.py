@@ -20,9 +20,6 @@ import fastconv
 
 from models.common import ConvBNReLU, StagedNet
 
-_SCHEDULE = {'nEpochs': 600, 'LR': 0.01, 'schedule': [0.5, 0.75], 'warmup': 0}
-
-
 class EnvNet(StagedNet):
     """EnvNet for ``n_classes`` classes; input (N, 1, 1, 24014) at 16 kHz, output logits."""
 
@@ -33,11 +30,6 @@ class EnvNet(StagedNet):
         1: 'after conv2 + pool 1x160 + swap axes (1x40x150)',
         2: 'after conv3 + pool 3x3 (50x11x46)',
         3: 'after conv4 + pool 1x3 (50x11x14)',
-    }
-    default_schedule = {
-        'esc50': dict(_SCHEDULE),
-        'esc10': dict(_SCHEDULE),
-        'urbansound8k': dict(_SCHEDULE, nEpochs=400),
     }
 
     def __init__(self, n_classes):

@@ -23,9 +23,6 @@ import fastconv
 
 from models.common import ConvBNReLU, StagedNet
 
-_SLOW = {'nEpochs': 1000, 'LR': 0.1, 'schedule': [0.3, 0.6, 0.9], 'warmup': 10}
-
-
 class EnvNetV2(StagedNet):
     """EnvNet-v2 for ``n_classes`` classes; input (N, 1, 1, 66650) at 44.1 kHz, output logits."""
 
@@ -37,11 +34,6 @@ class EnvNetV2(StagedNet):
         2: 'after conv4 + pool 5x3 (32x10x82)',
         3: 'after conv6 + pool 1x2 (64x10x38)',
         4: 'after conv8 + pool 1x2 (128x10x18)',
-    }
-    default_schedule = {
-        'esc50': dict(_SLOW),
-        'esc10': {'nEpochs': 600, 'LR': 0.01, 'schedule': [0.5, 0.75], 'warmup': 0},
-        'urbansound8k': dict(_SLOW, nEpochs=600),
     }
 
     def __init__(self, n_classes):

@@ -56,11 +56,9 @@ Adaptations (all collected in docs/method.md §8):
   docs/method.md §3) instead of Piczak's segment extraction with silence removal and majority/probability
   voting.
 - Training settings: not given by the paper for this network (docs/method.md §6), so the defaults are EnvNet-v2's on the same
-  dataset (:attr:`default_schedule` is copied from :class:`EnvNetV2`), with the BC-learning
+  dataset (their rows in ``schedules.py``), with the BC-learning
   optimiser (docs/method.md §6) in place of Piczak's own settings.
 """
-import copy
-
 import numpy as np
 
 import compat  # noqa: F401
@@ -71,7 +69,6 @@ import chainer.links as L
 import fastconv
 
 from models.common import ConvBNReLU, StagedNet
-from models.envnetv2 import EnvNetV2
 
 
 def hz_to_mel(f):
@@ -192,7 +189,6 @@ class LogmelCNN(StagedNet):
         1: 'after conv1 + pool 4x3 stride 1x3 (80x1x12)',
         2: 'after conv2 + pool 1x3 (80x1x3)',
     }
-    default_schedule = copy.deepcopy(EnvNetV2.default_schedule)  # EnvNet-v2's (see docstring)
 
     def __init__(self, n_classes):
         super().__init__()

@@ -29,17 +29,13 @@ Adaptations (all collected in docs/method.md §8):
   drops the trailing partial window (125 -> 31), as 'valid' pooling does.
 - Training: the BC-learning recipe (docs/method.md §6: Nesterov SGD, weight decay 5e-4) instead of Dai et
   al.'s Adam. The schedule is not given by the paper for this network (docs/method.md §6), so the
-  defaults are EnvNet-v2's on the same dataset (:attr:`default_schedule` is copied from
-  :class:`EnvNetV2`).
+  defaults are EnvNet-v2's on the same dataset (their rows in ``schedules.py``).
 """
-import copy
-
 import compat  # noqa: F401
 import chainer
 import chainer.links as L
 
 from models.common import StagedNet, conv1d_bn_relu, global_average_pool, max_pool_1d
-from models.envnetv2 import EnvNetV2
 
 
 def _conv_stack(in_channels, out_channels, n):
@@ -60,7 +56,6 @@ class M18(StagedNet):
         3: 'after 4x conv 128 + pool 4 (128x1x125)',
         4: 'after 4x conv 256 + pool 4 (256x1x31)',
     }
-    default_schedule = copy.deepcopy(EnvNetV2.default_schedule)  # EnvNet-v2's (see docstring)
 
     def __init__(self, n_classes):
         super().__init__()

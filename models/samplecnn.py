@@ -44,10 +44,8 @@ Decisions (all collected in docs/method.md §8), from the paper and its authors'
   preprocessing (docs/method.md §3) instead of non-overlapping segments averaged over the clip.
 - Softmax output and KL/cross-entropy loss (single-label), where the paper's music tagging used
   sigmoid outputs. Training settings are not given by the paper for this network (docs/method.md §6), so the defaults are
-  EnvNet-v2's on the same dataset (:attr:`default_schedule` is copied from :class:`EnvNetV2`).
+  EnvNet-v2's on the same dataset (their rows in ``schedules.py``).
 """
-import copy
-
 import compat  # noqa: F401
 import chainer
 import chainer.functions as F
@@ -55,7 +53,6 @@ import chainer.links as L
 
 from models.common import (LinearBNReLU, SqueezeExcitation, StagedNet, conv1d_bn_relu,
                            global_max_pool, max_pool_1d)
-from models.envnetv2 import EnvNetV2
 
 WIDTHS = (128, 128, 256, 256, 256, 256, 256, 256, 512)
 SE_AMPLIFYING_RATIO = 16
@@ -88,7 +85,6 @@ class SampleCNN(StagedNet):
     mix_points = {0: 'input waveform (1x1x59049)'}
     mix_points.update({k: f'after block {k} ({WIDTHS[k - 1]}x1x{3 ** (9 - k)})'
                        for k in range(1, 10)})
-    default_schedule = copy.deepcopy(EnvNetV2.default_schedule)  # EnvNet-v2's (see docstring)
 
     def __init__(self, n_classes, se=False):
         super().__init__()

@@ -32,15 +32,12 @@ Adaptations (all collected in docs/method.md §8):
   conv4 frames, so the head here is one linear layer over the whole conv4 map (256 x 5 -> n
   classes), i.e. a conv5 whose kernel spans the map; no dropout (SoundNet has none).
 - Training settings: not published for this network (docs/method.md §6), so the defaults are EnvNet-v2's
-  on the same dataset (:attr:`default_schedule` is copied from :class:`EnvNetV2`).
+  on the same dataset (their rows in ``schedules.py``).
 """
-import copy
-
 import compat  # noqa: F401
 import chainer.links as L
 
 from models.common import StagedNet, conv1d_bn_relu, max_pool_1d
-from models.envnetv2 import EnvNetV2
 
 
 class SoundNet5(StagedNet):
@@ -54,7 +51,6 @@ class SoundNet5(StagedNet):
         2: 'after conv2 + pool 8 (64x1x129)',
         3: 'after conv3 + pool 8 (128x1x8)',
     }
-    default_schedule = copy.deepcopy(EnvNetV2.default_schedule)  # EnvNet-v2's (see docstring)
 
     def __init__(self, n_classes):
         super().__init__()

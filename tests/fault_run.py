@@ -55,7 +55,8 @@ def arm(point, n):
     """Patch the program's functions so that the process kills itself at ``point``, n-th time."""
     import compat  # noqa: F401
     import chainer
-    import training
+    import checkpoint
+    import evaluation
     import utils
     due = countdown(n)
     if point == 'step':
@@ -67,16 +68,16 @@ def arm(point, n):
             return real_update(self, *args, **kwargs)
         chainer.optimizers.NesterovAG.update = update
     elif point in ('snapshot', 'model') and SIGNAL:
-        real_save = training.save_npz_uncompressed
+        real_save = checkpoint.save_npz_uncompressed
 
         def save(path, target, where=None):
             is_snapshot = os.path.basename(path) == 'snapshot.npz'
             if is_snapshot == (point == 'snapshot') and due():
                 die()
             real_save(path, target, where)
-        training.save_npz_uncompressed = save
+        checkpoint.save_npz_uncompressed = save
     elif point in ('snapshot', 'model'):
-        real_save = training.save_npz_uncompressed
+        real_save = checkpoint.save_npz_uncompressed
 
         def save(path, target, where=None):
             real_save(path, target, where)
@@ -84,15 +85,15 @@ def arm(point, n):
             if is_snapshot == (point == 'snapshot') and due():
                 half_written(path)
                 die()
-        training.save_npz_uncompressed = save
+        checkpoint.save_npz_uncompressed = save
     elif point == 'test':
-        real_probabilities = training.ten_crop_probabilities
+        real_probabilities = evaluation.ten_crop_probabilities
 
         def probabilities(*args):
             if due():
                 die()
             return real_probabilities(*args)
-        training.ten_crop_probabilities = probabilities
+        evaluation.ten_crop_probabilities = probabilities
     elif point == 'result':
         real_atomic = utils.atomic_write
 

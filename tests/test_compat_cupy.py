@@ -91,8 +91,8 @@ def _cupy_without_gpu():
 IMPORT_CHECK = '''
 import compat, chainer
 from chainer.backends import cuda
-import main
-device, line = main.select_device(None)
+import runtime
+device, line = runtime.select_device(None)
 try:
     n = cuda.cupy.cuda.runtime.getDeviceCount() if cuda.available else 0
 except Exception as e:
@@ -121,8 +121,8 @@ def test_import_compat_chainer_with_cupy_and_no_gpu_claims_no_gpu():
 
 def test_gpu_refused_with_cupy_and_no_gpu():
     _cupy_without_gpu()
-    code = ('import compat, main\n'
-            'try:\n    main.select_device(0)\nexcept main.UserError as e:\n    print(e)\n')
+    code = ('import compat, runtime, utils\n'
+            'try:\n    runtime.select_device(0)\nexcept utils.UserError as e:\n    print(e)\n')
     out = run_py(code, env_with(REPO_ROOT))
     assert out.returncode == 0, out.stderr
     assert '--gpu 0:' in out.stdout and 'use --gpu -1 for the CPU' in out.stdout, out.stdout

@@ -239,9 +239,10 @@ def test_worker_processes_draw_the_same_examples_and_resume_exactly(data, uninte
     # Killed mid-step with its workers running (they die with it), then resumed.
     save = str(tmp_path / 'killed')
     kill_at('step:4', ['--data', data, *RUN, '--nWorkers', '2', '--save', save])
-    rc, _, err = run_main(['--data', data, *RUN, '--nWorkers', '2', '--save', save, '--resume'],
-                          capsys)
+    rc, out, err = run_main(['--data', data, *RUN, '--nWorkers', '2', '--save', save, '--resume'],
+                            capsys)
     assert rc == 0, err
+    assert 'resumed from' in out and 'at epoch 1 of 3' in out  # not a run from the start
     assert final_files(os.path.join(save, 'split1')) == final_files(uninterrupted)
 
 
@@ -252,8 +253,9 @@ def test_dropout_stream_resumes_exactly(data, tmp_path, capsys):
     rc, _, err = run_main([*args, '--save', str(tmp_path / 'a')], capsys)
     assert rc == 0, err
     kill_at('step:4', [*args, '--save', str(tmp_path / 'b')])  # epoch 2, second step
-    rc, _, err = run_main([*args, '--save', str(tmp_path / 'b'), '--resume'], capsys)
+    rc, out, err = run_main([*args, '--save', str(tmp_path / 'b'), '--resume'], capsys)
     assert rc == 0, err
+    assert 'resumed from' in out and 'at epoch 1 of 2' in out  # not a run from the start
     assert (final_files(str(tmp_path / 'b' / 'split1')) ==
             final_files(str(tmp_path / 'a' / 'split1')))
 
@@ -315,13 +317,13 @@ def test_non_finite_weights_stop_training_before_anything_holds_them(data, tmp_p
 
 
 def test_non_finite_statistics_are_not_saved_in_a_snapshot(data, tmp_path, capsys, monkeypatch):
-    import training
-    real = training.TenCropEvaluator.evaluate
+    import evaluation
+    real = evaluation.TenCropEvaluator.evaluate
 
     def evaluate(self):  # BN running statistics (not touched by the optimizer) become NaN
         self.get_target('main').conv1.bn.avg_var[:] = np.nan
         return real(self)
-    monkeypatch.setattr(training.TenCropEvaluator, 'evaluate', evaluate)
+    monkeypatch.setattr(evaluation.TenCropEvaluator, 'evaluate', evaluate)
     save = str(tmp_path / 'run')
     rc, _, err = run_main(['--data', data, *RUN, '--save', save], capsys)
     assert rc == 3 and 'non-finite values in updater/model:main/conv1/bn/avg_var at epoch 1' in err
@@ -565,11 +567,11 @@ def test_save_that_cannot_be_written(data, tmp_path, capsys):
 
 def test_a_full_disk_while_training_is_one_line(data, tmp_path, capsys, monkeypatch):
     import errno
-    import training
+    import checkpoint
 
     def full(path, target, where=None):
         raise OSError(errno.ENOSPC, 'No space left on device', path)
-    monkeypatch.setattr(training, 'save_npz_uncompressed', full)
+    monkeypatch.setattr(checkpoint, 'save_npz_uncompressed', full)
     rc, _, err = run_main(['--data', data, *RUN, '--save', str(tmp_path / 'run')], capsys)
     assert_one_line_error(rc, err, 1, 'No space left on device', '--resume')
 

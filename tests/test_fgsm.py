@@ -6,7 +6,7 @@ import chainer
 import chainer.functions as F
 import chainer.links as L
 
-import training
+import evaluation
 
 
 class Tiny(chainer.Chain):
@@ -38,7 +38,7 @@ def test_fgsm_sign_matches_finite_differences_of_the_loss():
     model.bn.avg_var = rng.uniform(0.5, 2.0, 4)
     x = rng.standard_normal((2, 1, 1, 16))
     y = np.array([0, 2], np.int32)
-    sign = training.fgsm_sign(model, x, y)
+    sign = evaluation.fgsm_sign(model, x, y)
     assert sign.shape == x.shape and set(np.unique(sign)) <= {-1.0, 0.0, 1.0}
     h = 1e-6
     checked = 0
@@ -63,8 +63,8 @@ def test_epsilon_zero_gives_the_clean_error_and_large_epsilon_hurts():
     data = [(crops[i], labels[i]) for i in range(6)]
     iterator = chainer.iterators.SerialIterator(data, 4, repeat=False, shuffle=False)
     device = chainer.get_device('@numpy')
-    clean = training.ten_crop_error(model, iterator, chainer.dataset.concat_examples, device)
-    result = training.fgsm_errors(model, iterator, chainer.dataset.concat_examples, device,
+    clean = evaluation.ten_crop_error(model, iterator, chainer.dataset.concat_examples, device)
+    result = evaluation.fgsm_errors(model, iterator, chainer.dataset.concat_examples, device,
                                   [0.0, 10.0])
     assert result['clean'] == clean
     assert result['eps=0'] == clean

@@ -9,6 +9,8 @@ from conftest import REPO_ROOT
 TOP_LEVEL_MODULES = {
     # entry points and the design's modules
     'main.py', 'opts.py', 'esc_gen.py', 'urbansound_gen.py', 'dataset.py', 'training.py',
+    'evaluation.py', 'checkpoint.py', 'runrecord.py', 'distributed.py', 'runtime.py',
+    'schedules.py',
     'utils.py', 'intermix.py', 'optimizer.py',
     # tools
     'bench.py', 'bench_conv.py', 'report.py', 'predict.py', 'fastconv.py', 'compat.py',
@@ -97,3 +99,42 @@ def test_the_top_level_holds_the_designs_files_and_the_tools_only():
                           # made by running things (git-ignored)
                           'data', 'results', '__pycache__'}
     assert folders <= allowed, sorted(folders - allowed)
+
+
+def test_no_module_imports_the_entry_points():
+    """``main.py`` is a command line, not a library: what other modules need of it lives in
+    ``runtime.py``, ``runrecord.py`` and the other design modules."""
+    modules = project_modules()
+    importers = sorted(name for name, path in modules.items()
+                       if name != 'main' and 'main' in imports_of(path, modules))
+    assert importers == []
+
+
+def test_training_py_keeps_the_updater_and_the_trainer_wiring_only():
+    """The 10-crop test, the run record, the snapshot files and the MPI plumbing have rooms of
+    their own; ``training.py`` stays below 800 lines."""
+    with open(os.path.join(REPO_ROOT, 'training.py')) as f:
+        tree = ast.parse(f.read())
+    names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    assert {'MixingUpdater', 'train_split', 'SnapshotSchedule'} <= names
+    assert not names & {'TenCropEvaluator', 'fgsm_errors', 'settings_of', 'all_ranks_ok',
+                        'save_npz_uncompressed', 'code_record'}
+    assert len(tree.body) and tree.body[-1].end_lineno <= 800
+
+
+def test_no_network_module_imports_another_network():
+    """Schedules live in ``schedules.py``, not copied from one network class into another."""
+    modules = project_modules()
+    networks = {n for n in modules if n.startswith('models.') and n != 'models.common'}
+    for name in sorted(networks):
+        assert not imports_of(modules[name], modules) & (networks - {name}), name
+
+
+def test_the_schedule_table_has_a_row_with_its_source_for_every_network_and_dataset():
+    import models
+    import schedules
+    from datagen import registry
+    for net in models.archs:
+        for dataset in registry.DATASETS:
+            row = schedules.SCHEDULES[net, dataset]
+            assert row.source and row.nEpochs > 0 and row.LR > 0

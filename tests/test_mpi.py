@@ -300,18 +300,18 @@ def test_single_process_does_not_import_chainermn_or_mpi4py(tmp_path):
 
 
 def test_rank_seeds_keep_rank_0_and_give_other_ranks_unrelated_streams():
-    import training
-    assert training.rank_seed(1007, 0) == 1007
-    seeds = [training.rank_seed(1007, r) for r in range(1, 5)]
+    import distributed
+    assert distributed.rank_seed(1007, 0) == 1007
+    seeds = [distributed.rank_seed(1007, r) for r in range(1, 5)]
     assert len(set(seeds)) == 4
     # Not small offsets of the split seed, whose +1/+2 streams rank 0 uses for crops and mixing.
     assert all(abs(s - 1007) > 1000 for s in seeds)
-    assert training.rank_seed(1007, 1) == training.rank_seed(1007, 1)  # reproducible
+    assert distributed.rank_seed(1007, 1) == distributed.rank_seed(1007, 1)  # reproducible
 
 
 def test_interleaved_order_gives_each_rank_its_part_of_every_global_batch():
-    import training
-    order = training.interleaved_order(16, 2, 2)  # 16 clips, 2 per rank and step, 2 ranks
+    import distributed
+    order = distributed.interleaved_order(16, 2, 2)  # 16 clips, 2 per rank and step, 2 ranks
     shards = order[:8], order[8:]
     for step in range(4):
         together = sorted(np.concatenate([s[2 * step:2 * step + 2] for s in shards]))
@@ -319,7 +319,8 @@ def test_interleaved_order_gives_each_rank_its_part_of_every_global_batch():
 
 
 def test_failure_line_names_the_failing_ranks():
-    import training
-    assert training._failure_line([(1, 'bad')], 2) == 'rank 1 of 2: bad'
-    assert training._failure_line([(0, 'bad'), (1, 'bad')], 2) == 'bad'  # all ranks, one message
-    assert training._failure_line([(1, 'x'), (3, 'y')], 4) == 'rank 1 of 4: x (also failed: rank 3)'
+    import distributed
+    assert distributed._failure_line([(1, 'bad')], 2) == 'rank 1 of 2: bad'
+    assert distributed._failure_line([(0, 'bad'), (1, 'bad')], 2) == 'bad'  # all ranks, one message
+    assert (distributed._failure_line([(1, 'x'), (3, 'y')], 4)
+            == 'rank 1 of 4: x (also failed: rank 3)')

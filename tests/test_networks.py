@@ -11,7 +11,7 @@ from chainer import gradient_check
 
 import intermix
 import models
-from models.envnetv2 import EnvNetV2
+import schedules
 from models.logmel_cnn import LogMelDelta
 
 NEW = ['soundnet5', 'm18', 'logmel_cnn', 'samplecnn', 'samplecnn_se']
@@ -104,8 +104,9 @@ def test_registry_holds_every_network_of_table_1_and_samplecnn_and_their_rates()
         cls = models.archs[name]
         assert 0 in cls.mix_points and sorted(cls.mix_points) == list(range(len(cls.mix_points)))
         # No paper settings for these networks (docs/method.md §6): EnvNet-v2's on the same dataset.
-        assert cls.default_schedule == EnvNetV2.default_schedule
-        assert cls.default_schedule is not EnvNetV2.default_schedule
+        for dataset in ('esc50', 'esc10', 'urbansound8k'):
+            assert schedules.default(name, dataset) == schedules.default('envnetv2', dataset)
+            assert 'EnvNet-v2' in schedules.SCHEDULES[name, dataset].source
 
 
 def test_samplecnn_se_is_samplecnn_with_the_flag():

@@ -8,16 +8,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 import main
 from datagen import npzio
+import evaluation
 import training
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAULT_RUN = os.path.join(REPO_ROOT, 'tests', 'fault_run.py')
 FAST = ['--dataset', 'esc10', '--netType', 'envnet', '--split', '1', '--nCrops', '2',
         '--gpu', '-1', '--seed', '7']
 
@@ -200,14 +201,13 @@ def test_resume_after_kill_mid_epoch_ends_with_the_same_number_of_epochs(tiny_da
     save = str(tmp_path / 'run')
     cmd = [sys.executable, 'main.py', '--data', tiny_data, *FAST, '--nEpochs', '3',
            '--batchSize', '2', '--testEvery', '3', '--save', save]
-    snapshot = os.path.join(save, 'split1', 'snapshot.npz')
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 300
-    while not os.path.exists(snapshot) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)  # well inside epoch 2 (8 iterations of a few hundred ms)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # kill -9 inside step 12, in epoch 2 (8 steps per epoch), by tests/fault_run.py's hook (not
+    # by a timer, which could miss the epoch on a fast or a loaded machine)
+    killed = subprocess.run([sys.executable, FAULT_RUN, *cmd[1:]], cwd=REPO_ROOT,
+                            env=dict(os.environ, FAULT_KILL='step:12'), capture_output=True,
+                            text=True, timeout=600, start_new_session=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert os.path.isfile(os.path.join(save, 'split1', 'snapshot.npz'))
     log = read_jsonl(os.path.join(save, 'split1', 'log.jsonl'))
     assert [e['epoch'] for e in log] == [1], 'the kill should land in epoch 2'
     # Without --resume the unfinished run is protected.
@@ -317,7 +317,7 @@ def test_ten_crop_confusion_averages_the_softmax_over_crops():
     def model(x):
         assert x.shape[1:] == (1, 1, 5) and len(x) % 2 == 0  # 2 crops per clip
         return x[:, 0, 0, :3]
-    prob = training.ten_crop_probabilities(model, crops)
+    prob = evaluation.ten_crop_probabilities(model, crops)
     e = np.exp
     assert prob[0] == pytest.approx([(e(5) / (e(5) + 2) + 1 / (2 + e(0.5))) / 2,
                                      (1 / (e(5) + 2) + e(0.5) / (2 + e(0.5))) / 2,
@@ -326,22 +326,22 @@ def test_ten_crop_confusion_averages_the_softmax_over_crops():
     batches = [[(crops[i], labels[i]) for i in (0, 1)], [(crops[2], labels[2])]]
     import chainer
     device = chainer.get_device('@numpy')
-    confusion = training.ten_crop_confusion(model, batches, chainer.dataset.concat_examples,
+    confusion = evaluation.ten_crop_confusion(model, batches, chainer.dataset.concat_examples,
                                             device, n_classes=3)
     assert confusion.tolist() == [[1, 0, 0], [0, 0, 0], [0, 1, 1]]
-    assert training.ten_crop_counts(model, batches, chainer.dataset.concat_examples,
+    assert evaluation.ten_crop_counts(model, batches, chainer.dataset.concat_examples,
                                     device) == (1, 3)
 
 
 def test_per_class_results_from_a_confusion_matrix():
-    r = training.per_class_results([[3, 1, 0], [0, 0, 2], [0, 0, 0]], ['a', 'b', 'c'])
+    r = evaluation.per_class_results([[3, 1, 0], [0, 0, 2], [0, 0, 0]], ['a', 'b', 'c'])
     assert r['test_error_per_class'] == {'a': 25.0, 'b': 100.0, 'c': None}
     assert r['test_clips_per_class'] == {'a': 4, 'b': 2, 'c': 0}
     assert r['confusion_matrix'] == {'class_names': ['a', 'b', 'c'], 'rows': 'true class',
                                      'columns': 'predicted class',
                                      'counts': [[3, 1, 0], [0, 0, 2], [0, 0, 0]]}
     with pytest.raises(ValueError):
-        training.per_class_results([[1, 0], [0, 1]], ['a', 'b', 'c'])
+        evaluation.per_class_results([[1, 0], [0, 1]], ['a', 'b', 'c'])
 
 
 def test_csv_log_has_named_columns_and_an_empty_cell_where_not_tested():
