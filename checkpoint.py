@@ -92,13 +92,12 @@ def save_npz_uncompressed(path, target, where=None):
 
 def _final_name(path):
     """The file a temporary name stands for: Chainer's snapshot writes
-    ``DIR/tmpsnapshot.npzXXXX/snapshot.npz`` (-> ``DIR/snapshot.npz``), :func:`utils.atomic_write`
-    ``DIR/.NAME.XXXX.tmp.npz`` (-> ``DIR/NAME``); other paths are returned unchanged."""
+    ``DIR/tmpsnapshot.npzXXXX/snapshot.npz`` (-> ``DIR/snapshot.npz``); other paths are returned
+    unchanged (:func:`utils.atomic_write` names its own temporary files' errors after the final
+    file)."""
     folder, name = os.path.split(path)
     if os.path.basename(folder).startswith('tmp' + name):
         return os.path.join(os.path.dirname(folder), name)
-    if name.startswith('.') and '.tmp' in name:
-        return os.path.join(folder, name[1:].rsplit('.tmp', 1)[0].rsplit('.', 1)[0])
     return path
 
 
