@@ -184,9 +184,14 @@ class SnapshotSchedule:
             due = (self.last_cost is None or
                    self.clock() - self.last_end >= self.ratio * self.last_cost)
         if due:
-            self.fired = self.clock()
-            self.fired_iteration = updater.iteration
+            self.fire(updater.iteration)
         return due
+
+    def fire(self, iteration):
+        """Note that the snapshot of ``iteration`` is being written now (the trigger fired, or a
+        stop on a signal writes it out of schedule): :meth:`timed` measures from here."""
+        self.fired = self.clock()
+        self.fired_iteration = iteration
 
     def timed(self, save):
         """``save`` (a snapshot savefun), recording when it ended and how long the snapshot took."""
@@ -263,8 +268,7 @@ class StopOnSignal(training.Extension):
             return
         updater = trainer.updater
         if self.snapshot is not None and self.schedule.fired_iteration != updater.iteration:
-            self.schedule.fired = self.schedule.clock()
-            self.schedule.fired_iteration = updater.iteration
+            self.schedule.fire(updater.iteration)
             self.snapshot(trainer)
         raise StoppedBySignal(received, updater.epoch, updater.iteration)
 
