@@ -133,13 +133,6 @@ class FolderLock:
         os.close(self._fd)
         self._fd = None
 
-    def __enter__(self):
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
-
 
 def progress(iterable=None, **kwargs):
     """A ``tqdm`` progress bar on stderr (``file`` may name another stream).
