@@ -145,7 +145,7 @@ def split_seed(opt, split_dir):
     if os.path.isfile(path):
         return read_split_json(path)['seed']
     base = opt.seed if opt.seed is not None else int(np.random.SeedSequence().entropy % 2 ** 31)
-    return base + 1000 * opt.split_now
+    return runrecord.seed_for_split(base, opt.split_now)
 
 
 def check_split_dir(opt, split, split_dir):
@@ -167,8 +167,9 @@ def check_split_dir(opt, split, split_dir):
         before = recorded['settings']
         now = runrecord.settings_of(opt)
         changed = [k for k in now if k in before and before[k] != now[k]]
-        if opt.resume and opt.seed is not None and opt.seed + 1000 * split != recorded['seed']:
-            base = recorded['seed'] - 1000 * split
+        if (opt.resume and opt.seed is not None
+                and runrecord.seed_for_split(opt.seed, split) != recorded['seed']):
+            base = runrecord.base_seed(recorded['seed'], split)
             raise UserError(f'--resume: split {split} in {split_dir} was run with --seed {base} '
                             f'(split seed {recorded["seed"]}), not --seed {opt.seed}; drop '
                             f'--seed or pass --seed {base}')

@@ -157,6 +157,18 @@ def device_record(device):
     return record
 
 
+def seed_for_split(base, split):
+    """The seed of split ``split`` (int) given the base ``--seed``: base + 1000 x split
+    (docs/method.md §6.6), so that every split of a run draws its own streams."""
+    return base + 1000 * split
+
+
+def base_seed(seed, split):
+    """The ``--seed`` that gives split ``split`` the seed ``seed`` (:func:`seed_for_split`
+    inverted)."""
+    return seed - 1000 * split
+
+
 def rerun_command(opt, split, seed):
     """The ``main.py`` command that reruns split ``split``: every resolved setting as an
     explicit flag, and ``--seed`` the base from which the split's ``seed`` was derived
@@ -176,7 +188,7 @@ def rerun_command(opt, split, seed):
              '--batchSize', str(opt.batchSize), '--weightDecay', repr(opt.weightDecay),
              '--momentum', repr(opt.momentum), '--nCrops', str(opt.nCrops),
              '--testEvery', str(opt.testEvery), '--testBatchSize', str(opt.testBatchSize),
-             '--split', str(split), '--seed', str(seed - 1000 * split), '--save', opt.save]
+             '--split', str(split), '--seed', str(base_seed(seed, split)), '--save', opt.save]
     for flag in ('gpu', 'nWorkers', 'threads'):
         if getattr(opt, flag, None) is not None:
             args += [f'--{flag}', str(getattr(opt, flag))]
