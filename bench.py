@@ -397,7 +397,8 @@ def build_parser():
 
 # bench.py's own options: dropped from the command line handed to main.py (True: takes a value).
 BENCH_ONLY = {'--profileSteps': True, '--steps': True, '--warmupSteps': True,
-              '--testBatches': True, '--iterBatches': True, '--clips': True, '--compare': False, '--loopEpochs': True, '--out': True}
+              '--testBatches': True, '--iterBatches': True, '--clips': True, '--compare': False,
+              '--loopEpochs': True, '--out': True}
 # Options the whole-loop run sets itself.
 LOOP_SET = {'--nEpochs': True, '--testEvery': True, '--split': True, '--save': True,
             '--resume': False, '--data': True, '--dataset': True}

@@ -62,7 +62,8 @@ from chainer.utils import conv, type_check
 
 __all__ = ['COL_BUFFER_BYTES', 'NUM_THREADS', 'STOCK_CONV_ENV', 'set_threads',
            'restore_threads', 'FastConvolution2D', 'FramedConvolution2D', 'use_framed',
-           'framed_convolution_2d', 'FastDeconvolution2D', 'FastConvolution2DGradW', 'fast_convolution_2d',
+           'framed_convolution_2d', 'FastDeconvolution2D', 'FastConvolution2DGradW',
+           'fast_convolution_2d',
            'convolution_2d', 'enabled', 'set_enabled', 'use_fast', 'FastMaxPooling2D',
            'max_pooling_2d', 'use_fast_pooling', 'FastBatchNormalizationReLU', 'bn_relu',
            'use_fast_bn_relu', 'BN_BLOCK_BYTES']
@@ -650,8 +651,9 @@ def use_framed(x, W, stride, frame_ratio=2):
 
 
 def framed_convolution_2d(x, W, stride):
-    """``F.convolution_2d(x, W, stride=stride)`` for frames of a waveform: :class:`FramedConvolution2D`
-    where :func:`use_framed` holds, else :func:`convolution_2d` (GPU: Chainer's own path)."""
+    """``F.convolution_2d(x, W, stride=stride)`` for frames of a waveform:
+    :class:`FramedConvolution2D` where :func:`use_framed` holds, else :func:`convolution_2d`
+    (GPU: Chainer's own path)."""
     if use_framed(x, W, stride):
         y, = FramedConvolution2D(stride).apply((x, W))
         return y
