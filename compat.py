@@ -26,7 +26,7 @@
    after you install cudnn", which no installation can fix. Where the CuPy found on the path
    ships no cuDNN module (``cupy/cudnn*``, ``cupy/cuda/cudnn*``), that one warning of
    ``chainer.backends.cuda`` is filtered out; CuPy is not imported for this (its files are
-   looked at). ``main.py`` says "without cuDNN" in its device line instead.
+   looked at). ``runtime.select_device`` says "without cuDNN" in its device line instead.
 
 Every module of this project that imports Chainer does ``import compat`` first
 (``tests/test_compat.py`` imports each one in a fresh interpreter with ``numpy.distutils`` and

@@ -435,8 +435,7 @@ def main(argv=None):
     except UserError as e:
         return _fail(comm, f'{e}', 2)
     except checkpoint.NonFiniteLossError as e:
-        split_dir = os.path.join(opt.save, f'split{getattr(opt, "split_now", "?")}')
-        snapshot = os.path.join(split_dir, 'snapshot.npz')
+        snapshot = _snapshot_of(opt)
         kept = (f'the last good checkpoint is {snapshot} (epoch {e.epoch - 1})'
                 if os.path.isfile(snapshot) else 'no checkpoint was written before it')
         return _fail(comm, f'training stopped: {e}; {kept}. Lower --LR or check the data.', 3)
@@ -448,9 +447,8 @@ def main(argv=None):
                            f'--resume', 1)
     except training.StoppedBySignal as e:
         if rank0:
-            split_dir = os.path.join(opt.save, f'split{getattr(opt, "split_now", "?")}')
             again = opt.argv + ([] if '--resume' in opt.argv else ['--resume'])
-            print(f'{PROG}: stopped by {e}: {os.path.join(split_dir, "snapshot.npz")} holds it; '
+            print(f'{PROG}: stopped by {e}: {_snapshot_of(opt)} holds it; '
                   f'continue with: {utils.command(PROG)} {shlex.join(again)}', file=sys.stderr,
                   flush=True)
         return 128 + e.signum
@@ -464,6 +462,11 @@ def main(argv=None):
             raise
         traceback.print_exc()
         return _fail(comm, f'{type(e).__name__}: {e}', 1)
+
+
+def _snapshot_of(opt):
+    """The snapshot.npz of the split under way (named by the messages of a stopped run)."""
+    return os.path.join(opt.save, f'split{getattr(opt, "split_now", "?")}', 'snapshot.npz')
 
 
 def _space(error):
