@@ -9,6 +9,8 @@ import os
 import shutil
 import zipfile
 
+import numpy as np
+
 import compat  # noqa: F401
 import chainer
 
@@ -138,6 +140,16 @@ def check_snapshot(path, split):
         raise _snapshot_error(path, split, f'member {damaged} fails its CRC check')
     if 'updater/iteration.npy' not in names:
         raise _snapshot_error(path, split, 'no updater/iteration: not a trainer snapshot')
+
+
+def snapshot_epoch(path):
+    """The number of epochs the trainer snapshot at ``path`` had finished (the updater's
+    ``epoch``, its main iterator's), or None when there is no readable snapshot there."""
+    try:
+        with np.load(path) as z:
+            return int(z['updater/iterator:main/epoch'])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+        return None
 
 
 def load_snapshot(path, trainer, split):

@@ -436,8 +436,9 @@ def main(argv=None):
         return _fail(comm, f'{e}', 2)
     except checkpoint.NonFiniteLossError as e:
         snapshot = _snapshot_of(opt)
-        kept = (f'the last good checkpoint is {snapshot} (epoch {e.epoch - 1})'
-                if os.path.isfile(snapshot) else 'no checkpoint was written before it')
+        epoch = checkpoint.snapshot_epoch(snapshot)  # not e.epoch - 1: snapshots are scheduled
+        kept = (f'the last good checkpoint is {snapshot} (epoch {epoch})'
+                if epoch is not None else 'no checkpoint was written before it')
         return _fail(comm, f'training stopped: {e}; {kept}. Lower --LR or check the data.', 3)
     except OSError as e:  # the disk, not the program: one line where it is a write or read
         if comm is not None or e.errno not in WRITE_ERRNOS:

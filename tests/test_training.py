@@ -197,6 +197,25 @@ def test_non_finite_loss_stops_with_the_epoch_and_keeps_the_last_snapshot(
     assert [e['epoch'] for e in read_jsonl(os.path.join(split, 'log.jsonl'))] == [1]
 
 
+def test_non_finite_loss_names_the_epoch_the_kept_snapshot_holds(tiny_data, tmp_path, capsys,
+                                                                   monkeypatch):
+    # Snapshots every 2 epochs, NaN in epoch 4: the kept snapshot is epoch 2's, not epoch 3's.
+    real = training.MixingUpdater.update_core
+
+    def poisoned(self):
+        if self.epoch == 3:
+            import chainer.functions as F
+            orig = F.softmax_cross_entropy
+            monkeypatch.setattr(F, 'softmax_cross_entropy', lambda *a: orig(*a) * np.nan)
+        return real(self)
+    monkeypatch.setattr(training.MixingUpdater, 'update_core', poisoned)
+    save = str(tmp_path / 'run')
+    rc, _, err = run_main(['--data', tiny_data, *FAST, '--nEpochs', '5', '--batchSize', '8',
+                           '--snapshotEvery', '2', '--save', save], capsys)
+    assert rc == 3
+    assert 'loss is nan at epoch 4' in err and 'snapshot.npz (epoch 2)' in err, err
+
+
 def test_resume_after_kill_mid_epoch_ends_with_the_same_number_of_epochs(tiny_data, tmp_path):
     save = str(tmp_path / 'run')
     cmd = [sys.executable, 'main.py', '--data', tiny_data, *FAST, '--nEpochs', '3',
