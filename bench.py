@@ -69,6 +69,7 @@ import distributed
 import evaluation
 import fastconv
 import intermix
+import learning
 import opts
 import runtime
 import training
@@ -262,7 +263,8 @@ class Setup:
         model, optimizer, train_iter, _, rseed = training.setup_split(
             opt, train_data, test_data, device, seed)
         self.model, self.optimizer, self.train_iter = model, optimizer, train_iter
-        self.updater = training.MixingUpdater(train_iter, optimizer, opt, device, seed=rseed + 2)
+        self.updater = training.MixingUpdater(train_iter, optimizer, learning.build(opt), device,
+                                               seed=rseed + 2)
         self.timer = timer
         instrument_setup(timer, self.updater, model, optimizer)
         n_test = min(len(test_data[0]), opt.testBatchSize * (opt.testBatches + 1))

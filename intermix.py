@@ -26,7 +26,7 @@ import chainer.functions as F
 
 __all__ = ['a_weight', 'n_fft_for', 'compute_gain', 'mix_ratio', 'phase_shift', 'linear_mix',
            'interference_mix', 'mix_targets', 'kl_divergence', 'normalised_weights', 'Mixer',
-           'COMBINATIONS']
+           'COMBINATIONS', 'MIXUP_TYPES']
 
 
 def _xp(*arrays):
@@ -280,7 +280,12 @@ get random phase shifts before the network (:func:`phase_shift`); description: o
 ``--help``.
 """
 
-# The combination registry, read by :class:`Mixer`, ``opts`` (``--combination``) and the updater.
+#: The mixing weights (``--mixup_type``): 'sound' (p from the gains, normalised; §4.6-4.7) or
+#: 'normal' (plain mixup weights r, 1 - r).
+MIXUP_TYPES = ('sound', 'normal')
+
+# The combination registry, read by :class:`Mixer`, ``opts`` (``--combination``) and the
+# learning methods (``learning.PairMixing``).
 COMBINATIONS = {
     'linear': Combination(
         lambda h_i, h_j, w_i, w_j, phase_diff: linear_mix(h_i, h_j, w_i, w_j), False,
@@ -298,9 +303,9 @@ class Mixer:
     The batch holds N clips; row k is mixed with row ``partner[k]``: ``h_i = h[k]``,
     ``h_j = h[partner[k]]``, with its own target ratio ``r[k]``. The weights are
 
-    - ``ratio='sound'``: p = :func:`mix_ratio` of the gains of the two clips, then
+    - ``mixup_type='sound'``: p = :func:`mix_ratio` of the gains of the two clips, then
       :func:`normalised_weights` (BC learning, SpeechMix and InterMix);
-    - ``ratio='mixup'``: ``w_i = r``, ``w_j = 1 - r`` (plain mixup weights, ``--mixup_type normal``).
+    - ``mixup_type='normal'``: ``w_i = r``, ``w_j = 1 - r`` (plain mixup weights).
 
     and the combination is :func:`linear_mix` or :func:`interference_mix` (with ``cos(phi_i -
     phi_j)`` from the clips' phase shifts).
@@ -310,30 +315,31 @@ class Mixer:
         partner: int array (N,), a permutation of ``range(N)``.
         r: array (N,), target ratios in [0, 1].
         combination (str): a key of :data:`COMBINATIONS` ('linear' or 'interference').
-        ratio (str): 'sound' or 'mixup'.
+        mixup_type (str): 'sound' or 'normal' (``--mixup_type``, :data:`MIXUP_TYPES`).
         gains: array (N,) of the input clips' maximum A-weighted gains (dB) — the paper's G.
-            If None with ``ratio='sound'``, the gains are computed from the tensor at the mixing
-            point, flattened per example, as if it were audio at ``hidden_gain_fs`` Hz (the
+            If None with ``mixup_type='sound'``, the gains are computed from the tensor at the
+            mixing point, flattened per example, as if it were audio at ``hidden_gain_fs`` Hz (the
             behaviour of the reference SpeechMix/InterMix code).
         phase: array (N,) of the phase shifts applied to the clips (radians); None means 0.
         hidden_gain_fs (int): sample rate assumed for gains of hidden tensors (44100 as the
             reference code).
 
-    After a call, ``self.p`` holds the mixing ratios p actually used (N,) (r for 'mixup').
+    After a call, ``self.p`` holds the mixing ratios p actually used (N,) (r for 'normal').
     """
 
-    def __init__(self, point, partner, r, combination='interference', ratio='sound', gains=None,
-                 phase=None, hidden_gain_fs=44100):
+    def __init__(self, point, partner, r, combination='interference', mixup_type='sound',
+                 gains=None, phase=None, hidden_gain_fs=44100):
         if combination not in COMBINATIONS:
             raise ValueError(f'Mixer: unknown combination {combination!r} (known: '
                              f'{", ".join(sorted(COMBINATIONS))})')
-        if ratio not in ('sound', 'mixup'):
-            raise ValueError(f'Mixer: unknown ratio {ratio!r}')
+        if mixup_type not in MIXUP_TYPES:
+            raise ValueError(f'Mixer: unknown mixup_type {mixup_type!r} (known: '
+                             f'{", ".join(MIXUP_TYPES)})')
         self.point = int(point)
         self.partner = partner
         self.r = r
         self.combination = combination
-        self.ratio = ratio
+        self.mixup_type = mixup_type
         self.gains = gains
         self.phase = phase
         self.hidden_gain_fs = hidden_gain_fs
@@ -344,7 +350,7 @@ class Mixer:
         xp = _xp(h)
         r = xp.asarray(self.r, dtype=np.float64)
         partner = xp.asarray(self.partner)
-        if self.ratio == 'mixup':
+        if self.mixup_type == 'normal':
             self.p = r
             return r, 1.0 - r
         gains = self.gains

@@ -13,8 +13,8 @@ Ablation presets (the paper's Table 2, EnvNet-v2 + strong augmentation):
 
 | --learning        | mixing points | weights            | combination  |
 |-------------------|---------------|--------------------|--------------|
-| intermix-vanilla  | 0 (input)     | mixup (r, 1 - r)   | interference |
-| intermix-hidden   | hidden points | mixup (r, 1 - r)   | interference |
+| intermix-vanilla  | 0 (input)     | normal (r, 1 - r)  | interference |
+| intermix-hidden   | hidden points | normal (r, 1 - r)  | interference |
 | intermix          | hidden points | sound (p)          | interference |
 
 The reference CLIs' ``--BC`` switch turns mixing on without ``--learning``: with ``--eligible``
@@ -30,11 +30,11 @@ Multi-process training (ChainerMN over MPI): ``.venv/bin/mpiexec -n N .venv/bin/
 --communicator naive`` (CPU) or ``pure_nccl`` (one GPU per rank). ``--batchSize`` is then per rank: the global
 batch of one step is N x ``--batchSize``. ``--mnBN`` normalises over the global batch.
 """
-import collections
 import math
 import os
 
 import intermix
+import learning
 import models
 import schedules
 import utils
@@ -43,21 +43,10 @@ from datagen import registry
 # ChainerMN communicators offered by --communicator (naive is the only one that runs on the CPU).
 COMMUNICATORS = ('naive', 'flat', 'non_cuda_aware', 'pure_nccl')
 
-Preset = collections.namedtuple('Preset', 'points combination weights')
-Preset.__doc__ = """A learning method (``--learning``): where it mixes ('input': point 0, 'hidden':
-every hidden mixing point of the network; None: no mixing), the combination (a key of
-``intermix.COMBINATIONS``) and the weights (``--mixup_type``: 'sound' or 'normal')."""
-
-# The learning-method registry (docs/method.md §4): --learning's choices and their parts.
-LEARNING = {
-    'standard': Preset(None, None, None),
-    'bc': Preset('input', 'linear', 'sound'),
-    'speechmix': Preset('hidden', 'linear', 'sound'),
-    'intermix': Preset('hidden', 'interference', 'sound'),
-    'intermix-vanilla': Preset('input', 'interference', 'normal'),
-    'intermix-hidden': Preset('hidden', 'interference', 'normal'),
-}
-MIXING = [name for name, preset in LEARNING.items() if preset.points is not None]
+# The learning-method registry (docs/method.md §4.1): --learning's choices, their parts and the
+# object that runs each (learning.py).
+LEARNING = learning.LEARNING
+MIXING = learning.MIXING
 
 
 def build_parser():
@@ -137,7 +126,7 @@ def build_parser():
                    help='preset (see README, "Learning methods")')
     g.add_argument('--BC', '--bc', dest='BC', action='store_true',
                    help='between-class mixing on (reference flag; see --learning)')
-    g.add_argument('--mixup_type', '--mixup-type', dest='mixup_type', choices=['sound', 'normal'],
+    g.add_argument('--mixup_type', '--mixup-type', dest='mixup_type', choices=intermix.MIXUP_TYPES,
                    default=None, help="sound: ratio p from A-weighted gains, normalised "
                                       "(default of bc, speechmix, intermix); normal: plain mixup "
                                       "weights r, 1-r (default of the intermix-* ablations)")
@@ -252,9 +241,8 @@ def resolve(opt):
             if value is not None:
                 raise ValueError(f'--{flag} needs a mixing method (--learning '
                                  f'{"|".join(MIXING)} or --BC)')
-        opt.ratio = None
     else:
-        points, combination, weights = LEARNING[learning]
+        _, points, combination, weights = LEARNING[learning]
         if opt.eligible is None:
             opt.eligible = [0] if points == 'input' else hidden
         bad = [k for k in opt.eligible if k not in net.mix_points]
@@ -267,7 +255,6 @@ def resolve(opt):
             opt.combination = combination
         if opt.mixup_type is None:
             opt.mixup_type = weights
-        opt.ratio = 'sound' if opt.mixup_type == 'sound' else 'mixup'
 
     defaults = schedules.default(opt.netType, opt.dataset)
     unset = [k for k in ('nEpochs', 'LR', 'schedule', 'warmup') if getattr(opt, k) is None]

@@ -48,7 +48,6 @@ import numpy as np
 
 import compat  # noqa: F401
 import chainer
-import chainer.functions as F
 from chainer import training
 from chainer.training import extensions
 
@@ -56,7 +55,7 @@ import checkpoint
 import dataset
 import distributed
 import evaluation
-import intermix
+import learning
 import models
 import optimizer as fused_optimizer
 import runrecord
@@ -306,33 +305,30 @@ class LRSchedule(training.Extension):
 
 
 class MixingUpdater(training.updaters.StandardUpdater):
-    """One optimisation step of standard, BC, SpeechMix or InterMix learning (docs/method.md §4).
+    """One optimisation step of a learning method (docs/method.md §4.11).
 
-    Standard: a batch of clips, softmax cross-entropy. Mixing: a batch of B pairs (x_i, x_j)
-    becomes 2B clips ``[x_i; x_j]``; row k is mixed with row ``partner[k]`` (k +- B) with its own
-    ``r ~ U(0, 1)``. InterMix shifts every clip's phase by ``phi ~ U(-pi/2, pi/2)`` first. The
-    sound mixing ratio uses the maximum A-weighted gain of each (shifted) input clip, or of the
-    hidden tensor with ``gain_source='hidden'``. One mixing point per batch is drawn uniformly from
-    ``eligible``; the loss is the KL divergence to ``r y_i + (1 - r) y_j``.
+    The learning method (``learning.build``: standard, BC, SpeechMix, InterMix, ...) turns the
+    converted batch into logits, loss and the labels the error is counted against; the updater
+    seeds the step's random streams, checks the loss, reports, runs the backward pass and the
+    optimizer, and checks the result. Reports ``main/loss`` and ``main/error`` (%, argmax of the
+    logits against those labels).
 
-    Reports ``main/loss`` and ``main/error`` (%, argmax of the logits against the argmax of the
-    target).
-
-    Random numbers: step t (``iteration`` t, 0-based) draws r, phases and the mixing point from
-    ``default_rng([seed, t, 0])`` and reseeds the global NumPy stream (and CuPy's on a GPU), which
-    Chainer's dropout draws from, from ``(seed, t, 1)`` (:meth:`seed_step`). Every stream of a
-    step is thus a function of the seed and the step number, which the snapshot holds, so a run
-    resumed from any epoch's snapshot repeats the uninterrupted run exactly (on the CPU), and each
-    MPI rank (its own ``seed``) keeps its own streams after a resume.
+    Random numbers: step t (``iteration`` t, 0-based) hands the method the Generator
+    ``default_rng([seed, t, 0])`` (its draws of r, phases and the mixing point) and reseeds the
+    global NumPy stream (and CuPy's on a GPU), which Chainer's dropout draws from, from
+    ``(seed, t, 1)`` (:meth:`seed_step`). Every stream of a step is thus a function of the seed
+    and the step number, which the snapshot holds, so a run resumed from any epoch's snapshot
+    repeats the uninterrupted run exactly (on the CPU), and each MPI rank (its own ``seed``)
+    keeps its own streams after a resume.
 
     After every update the parameters and the optimizer state must be finite; otherwise
     :class:`checkpoint.NonFiniteWeightsError` stops training (as a non-finite loss does, before
     its update).
     """
 
-    def __init__(self, iterator, optimizer, opt, device, seed=None, comm=None):
+    def __init__(self, iterator, optimizer, method, device, seed=None, comm=None):
         super().__init__(iterator, optimizer, device=device)
-        self.opt = opt
+        self.method = method
         self.seed = int(np.random.SeedSequence().entropy if seed is None else seed)
         self.rng = None  # the stream of the current step (seed_step)
         self.comm = comm
@@ -354,14 +350,7 @@ class MixingUpdater(training.updaters.StandardUpdater):
         self.seed_step()
         epoch = self.epoch + 1  # the epoch this step belongs to (the iterator may pass its end)
         batch = self.get_iterator('main').next()
-        xp = self.device.xp
-        if not self.opt.mixing:
-            x, y = self.converter(batch, self.device)
-            logits = model(x[:, None, None, :])
-            loss = F.softmax_cross_entropy(logits, y)
-            label = y
-        else:
-            logits, loss, label = self._mixed_forward(model, batch, xp)
+        logits, loss, label = self.method(model, self.converter(batch, self.device), self.rng)
         value = float(loss.array)
         if not math.isfinite(value):
             raise checkpoint.NonFiniteLossError(epoch, self.iteration + 1, value)
@@ -375,31 +364,6 @@ class MixingUpdater(training.updaters.StandardUpdater):
         bad = checkpoint.non_finite_arrays(checkpoint.trained_arrays(optimizer))
         if bad:
             raise checkpoint.NonFiniteWeightsError(epoch, self.iteration + 1, bad)
-
-    def _mixed_forward(self, model, batch, xp):
-        opt = self.opt
-        x_i, x_j, y_i, y_j = self.converter(batch, self.device)
-        x = xp.concatenate([x_i, x_j])
-        y = xp.concatenate([y_i, y_j])
-        n = len(x)
-        half = n // 2
-        partner = xp.asarray(np.concatenate([np.arange(half, n), np.arange(half)]).astype(np.int32))
-        r = xp.asarray(self.rng.uniform(0.0, 1.0, n))
-        phase = None
-        if intermix.COMBINATIONS[opt.combination].phase_shift:
-            phase = xp.asarray(self.rng.uniform(-np.pi / 2, np.pi / 2, n))
-            x = intermix.phase_shift(x, phase)
-        point = int(self.rng.choice(opt.eligible))
-        gains = None  # None: the Mixer reads gains off the hidden tensor (--gainSource hidden)
-        if opt.ratio == 'sound' and (opt.gainSource == 'input' or point == 0):
-            gains = intermix.compute_gain(x, opt.fs).max(axis=-1)
-        mixer = intermix.Mixer(point, partner, r, combination=opt.combination, ratio=opt.ratio,
-                               gains=gains, phase=phase)
-        logits = model(x[:, None, None, :], mixer)
-        eye = xp.eye(opt.nClasses, dtype=np.float32)
-        target = intermix.mix_targets(eye[y], eye[y[partner]], r)
-        loss = intermix.kl_divergence(logits, target)
-        return logits, loss, target.argmax(axis=1)
 
 
 class JsonLinesLog(training.Extension):
@@ -653,7 +617,8 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
     writer = comm is None or comm.rank == 0
     model, optimizer, train_iter, test_iter, rseed = distributed.all_ranks_ok(
         comm, setup_split, opt, train_data, test_data, device, seed, comm)
-    updater = MixingUpdater(train_iter, optimizer, opt, device, seed=rseed + 2, comm=comm)
+    updater = MixingUpdater(train_iter, optimizer, learning.build(opt), device, seed=rseed + 2,
+                            comm=comm)
     trainer = training.Trainer(updater, (opt.nEpochs, 'epoch'), out=split_dir)
 
     def test_now(tr):

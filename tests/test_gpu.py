@@ -19,6 +19,7 @@ import chainer
 import chainer.functions as F
 
 import intermix
+import learning
 import models
 import opts
 import training
@@ -118,7 +119,8 @@ def test_training_step_on_gpu_matches_cpu(cupy, monkeypatch, learning):
         optimizer = chainer.optimizers.NesterovAG(lr=0.01, momentum=0.9)
         optimizer.setup(model)
         optimizer.add_hook(chainer.optimizer_hooks.WeightDecay(5e-4))
-        updater = training.MixingUpdater(_FixedBatch(batch), optimizer, opt, device, seed=3)
+        updater = training.MixingUpdater(_FixedBatch(batch), optimizer, learning.build(opt),
+                                          device, seed=3)
         reporter = chainer.Reporter()
         reporter.add_observer('main', model)
         observation = {}

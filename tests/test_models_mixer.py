@@ -43,7 +43,7 @@ def test_mixer_at_the_input_is_bc_learning_of_the_two_waveforms():
     partner = np.array([2, 3, 0, 1], np.int32)
     r = np.array([0.2, 0.4, 0.6, 0.8])
     gains = intermix.compute_gain(x.reshape(4, -1), 44100).max(axis=-1)
-    mixer = intermix.Mixer(0, partner, r, combination='linear', ratio='sound', gains=gains)
+    mixer = intermix.Mixer(0, partner, r, combination='linear', mixup_type='sound', gains=gains)
     out = mixer(x).array
     # BC learning's mix, written out from docs/method.md §4 for row 0 (partner 2).
     p = 1 / (1 + 10 ** ((gains[0] - gains[2]) / 20) * (1 - r[0]) / r[0])
@@ -55,7 +55,7 @@ def test_mixer_at_the_input_is_bc_learning_of_the_two_waveforms():
 def test_mixer_with_mixup_weights_is_plain_mixup():
     h = np.arange(8, dtype=np.float32).reshape(2, 4)
     mixer = intermix.Mixer(1, np.array([1, 0], np.int32), np.array([0.25, 0.5]),
-                           combination='linear', ratio='mixup')
+                           combination='linear', mixup_type='normal')
     np.testing.assert_allclose(mixer(h).array, [0.25 * h[0] + 0.75 * h[1], 0.5 * h[1] + 0.5 * h[0]])
 
 
@@ -63,7 +63,7 @@ def test_mixer_interference_uses_the_phase_difference_of_the_pair():
     h = np.full((2, 3), 4.0, np.float32)
     phase = np.array([np.pi / 2, -np.pi / 2])  # difference pi: cos = -1
     mixer = intermix.Mixer(1, np.array([1, 0], np.int32), np.array([0.5, 0.5]),
-                           combination='interference', ratio='mixup', phase=phase)
+                           combination='interference', mixup_type='normal', phase=phase)
     np.testing.assert_allclose(mixer(h).array, 0.0, atol=1e-6)  # 2 + 2 - 2*sqrt(4)
 
 

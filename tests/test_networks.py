@@ -152,7 +152,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_tiny_batch(name, method):
 
             def loss_fn():
                 mixer = intermix.Mixer(1, partner, r, combination='interference',
-                                       ratio='sound', gains=gains, phase=phase)
+                                       mixup_type='sound', gains=gains, phase=phase)
                 return intermix.kl_divergence(net(shifted[:, None, None, :], mixer), target)
         losses = []
         for _ in range(STEPS.get(name, 3)):

@@ -1,6 +1,9 @@
 """Option resolution: presets, the reference flags, defaults of docs/method.md §6, and flag errors."""
+import numpy as np
 import pytest
 
+import intermix
+import learning
 import opts
 
 
@@ -12,7 +15,7 @@ def test_learning_presets_set_points_combination_and_weights():
     std = parse('--netType', 'envnetv2')
     assert std.learning == 'standard' and not std.mixing and std.batchSize == 64
     bc = parse('--netType', 'envnetv2', '--learning', 'bc')
-    assert (bc.eligible, bc.combination, bc.ratio) == ([0], 'linear', 'sound')
+    assert (bc.eligible, bc.combination, bc.mixup_type) == ([0], 'linear', 'sound')
     sm = parse('--netType', 'envnetv2', '--learning', 'speechmix')
     assert (sm.eligible, sm.combination) == ([1, 2, 3, 4], 'linear')
     im = parse('--netType', 'envnetv2', '--learning', 'intermix')
@@ -31,16 +34,23 @@ def test_reference_bc_flag_means_bc_alone_and_intermix_with_hidden_points():
 
 def test_ablation_presets_of_table_2():
     v = parse('--netType', 'envnetv2', '--learning', 'intermix-vanilla')
-    assert (v.eligible, v.combination, v.ratio) == ([0], 'interference', 'mixup')
+    assert (v.eligible, v.combination, v.mixup_type) == ([0], 'interference', 'normal')
     h = parse('--netType', 'envnetv2', '--learning', 'intermix-hidden')
-    assert (h.eligible, h.combination, h.ratio) == ([1, 2, 3, 4], 'interference', 'mixup')
+    assert (h.eligible, h.combination, h.mixup_type) == ([1, 2, 3, 4], 'interference', 'normal')
     p = parse('--netType', 'envnetv2', '--learning', 'intermix')
-    assert (p.eligible, p.combination, p.ratio) == ([1, 2, 3, 4], 'interference', 'sound')
+    assert (p.eligible, p.combination, p.mixup_type) == ([1, 2, 3, 4], 'interference', 'sound')
     assert h.nEpochs == 1200  # mixing: the ESC-10 default 600 doubled
 
 
 def test_mixup_type_normal_uses_plain_mixup_weights():
-    assert parse('--netType', 'envnet', '--learning', 'bc', '--mixup-type', 'normal').ratio == 'mixup'
+    opt = parse('--netType', 'envnet', '--learning', 'bc', '--mixup-type', 'normal')
+    method = learning.build(opt)
+    assert (method.mixup_type, method.combination, method.eligible) == ('normal', 'linear', [0])
+    mixer = intermix.Mixer(0, np.array([1, 0]), np.array([0.3, 0.8]),
+                           combination=method.combination, mixup_type=method.mixup_type)
+    w_i, w_j = mixer.weights(np.ones((2, 8), np.float32))
+    np.testing.assert_allclose(w_i, [0.3, 0.8])
+    np.testing.assert_allclose(w_j, [0.7, 0.2])
 
 
 def test_defaults_of_spec_6_with_epochs_doubled_when_mixing():
