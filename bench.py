@@ -58,6 +58,7 @@ import sys
 import threading
 import time
 
+import blasenv  # noqa: F401  (before NumPy: OpenBLAS thread timeout)
 import numpy as np
 
 import compat  # noqa: F401
@@ -505,6 +506,9 @@ def _environment(opt, device):
            'data': opt.data, 'device': str(device), 'numpy': np.__version__,
            'chainer': chainer.__version__, 'cpus': os.cpu_count(),
            'openblas_num_threads': os.environ.get('OPENBLAS_NUM_THREADS'),
+           'openblas_thread_timeout': os.environ.get('OPENBLAS_THREAD_TIMEOUT'),
+           'openblas_coretype': os.environ.get('OPENBLAS_CORETYPE'),
+           'openblas_l2_size': os.environ.get('OPENBLAS_L2_SIZE'),
            'fastconv_threads': fastconv._threads(), 'loadavg_start': list(os.getloadavg())}
     if device.xp is not np:
         env['cupy'] = cuda.cupy.__version__

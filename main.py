@@ -36,6 +36,7 @@ import sys
 import tempfile
 import traceback
 
+import blasenv  # noqa: F401  (before NumPy: OpenBLAS thread timeout)
 import numpy as np
 
 import compat  # noqa: F401

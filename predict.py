@@ -39,6 +39,7 @@ import os
 import sys
 import types
 
+import blasenv  # noqa: F401  (before NumPy: OpenBLAS thread timeout)
 import numpy as np
 
 import compat  # noqa: F401
