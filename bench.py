@@ -348,12 +348,8 @@ class Setup:
 
 def iterator_throughput(opt, train_data, n_workers, n_batches, seed):
     """Clips/s delivered by the training iterator alone (no model), after two warm-up batches."""
-    saved = opt.nWorkers
-    opt.nWorkers = n_workers
-    try:
-        train_iter = training.train_iterator(opt, *train_data, distributed.rank_seed(seed, 0))
-    finally:
-        opt.nWorkers = saved
+    train_iter = training.train_iterator(opt.replace(nWorkers=n_workers), *train_data,
+                                         distributed.rank_seed(seed, 0))
     try:
         for _ in range(2):
             train_iter.next()
@@ -496,7 +492,7 @@ def parse(argv=None):
             raise ValueError('--compare runs both convolution paths; drop --stockConv')
     except ValueError as e:
         parser.error(str(e))
-    return opt
+    return opts.Settings(**vars(opt))
 
 
 def _environment(opt, device):
@@ -525,7 +521,7 @@ def run(opt, argv=None):
         raise UserError(f'--compare: ${fastconv.STOCK_CONV_ENV} switches the fast path off; '
                         f'unset it')
     if opt.nWorkers is None:
-        opt.nWorkers = runtime.default_workers(device)
+        opt = opt.replace(nWorkers=runtime.default_workers(device))
     seed = 1 if opt.seed is None else opt.seed
     if opt.data == '(synthetic)':
         train_data, test_data = synthetic_data(opt.clips, opt.nClasses, opt.fs)

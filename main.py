@@ -26,7 +26,6 @@ signal: 130 at once, the last snapshot kept). Under MPI
 the same codes; a rank that fails after the collective set-up checks ends the whole job with
 ``MPI_Abort`` (status 1 for an unexpected exception, with its traceback).
 """
-import copy
 import errno
 import json
 import os
@@ -124,29 +123,29 @@ def check_save(save):
 
 def select_splits(opt, soundset, say=print):
     """``--split -1`` over a file lacking folds: keep the splits whose folds are present (and hold
-    clips), and ``say`` which are missing. ``opt.splits`` is updated; an explicit ``--split`` is
-    left to :func:`dataset.split_folds`, which names it. Returns the missing folds; UserError
-    when no fold is left."""
+    clips), and ``say`` which are missing; an explicit ``--split`` is left to
+    :func:`dataset.split_folds`, which names it. Returns the settings with those ``splits``
+    (``opt`` itself when nothing is missing); UserError when no fold is left."""
     missing = dataset.missing_folds(soundset, opt.nFolds)
     if opt.split != -1 or not missing:
-        return []
-    opt.splits = [k for k in opt.splits if k not in missing]
+        return opt
+    opt = opt.replace(splits=[k for k in opt.splits if k not in missing])
     if not opt.splits:
         raise UserError(f'--split -1: {soundset.path} holds no clips of any fold of '
                         f'{opt.dataset}; regenerate it')
     say(f'{soundset.path}: fold{"s" * (len(missing) > 1)} {", ".join(map(str, missing))} of '
         f'{opt.nFolds} missing or empty: running split{"s" * (len(opt.splits) > 1)} '
         f'{", ".join(map(str, opt.splits))} only', flush=True)
-    return missing
+    return opt
 
 
-def split_seed(opt, split_dir):
+def split_seed(opt, split, split_dir):
     """The split's seed: recorded in run.json at its first start and reused by --resume."""
     path = os.path.join(split_dir, 'run.json')
     if os.path.isfile(path):
         return read_split_json(path)['seed']
     base = opt.seed if opt.seed is not None else int(np.random.SeedSequence().entropy % 2 ** 31)
-    return runrecord.seed_for_split(base, opt.split_now)
+    return runrecord.seed_for_split(base, split)
 
 
 def check_split_dir(opt, split, split_dir):
@@ -205,21 +204,24 @@ def prepare_split(opt, split, split_dir, lock):
     if state == 'done':
         return state, read_split_json(os.path.join(split_dir, 'result.json'))
     os.makedirs(split_dir, exist_ok=True)
-    seed = split_seed(opt, split_dir)
+    seed = split_seed(opt, split, split_dir)
     if state != 'resume':  # a resumed split keeps its run.json (checked: same settings)
         utils.write_json(os.path.join(split_dir, 'run.json'),
                          {'seed': seed, 'settings': runrecord.settings_of(opt)})
     return state, seed
 
 
-def run_training(opt, soundset, device, comm=None):
+def run_training(opt, soundset, device, comm=None, progress=None):
     """Train every split of ``opt.splits``. With ``comm`` on every rank of an MPI job: rank 0
-    checks the split folder, draws the seed and writes run.json; all ranks train together."""
+    checks the split folder, draws the seed and writes run.json; all ranks train together.
+    ``progress`` (a dict, optional) gets ``'split'``: the split under way, for the messages of
+    a run that stops."""
     say = print if comm is None or comm.rank == 0 else (lambda *a, **k: None)
     results = {}
     data = runrecord.data_record(soundset) if comm is None or comm.rank == 0 else None
     for split in opt.splits:
-        opt.split_now = split
+        if progress is not None:
+            progress['split'] = split
         split_dir = os.path.join(opt.save, f'split{split}')
         train_data, test_data = distributed.all_ranks_ok(comm, dataset.split_folds, soundset, split)
         lock = utils.FolderLock(split_dir) if comm is None or comm.rank == 0 else None
@@ -298,10 +300,11 @@ def run_test_only(opt, soundset, device):
         if record is not None:
             for line in runrecord.record_differences(record, data=data):
                 print(f'{PROG}: warning: split {split}: {line}', file=sys.stderr, flush=True)
-        split_opt = copy.copy(opt)
+        split_opt = opt
         if not getattr(opt, 'nCropsGiven', True) and trained is not None:
             # the crops the split was tested with, so that its error is reproduced
-            split_opt.nCrops = int(trained.get('settings', {}).get('nCrops') or opt.nCrops)
+            split_opt = opt.replace(
+                nCrops=int(trained.get('settings', {}).get('nCrops') or opt.nCrops))
         iterator = training.test_iterator(split_opt, test_sounds, test_labels)
         convert = chainer.dataset.concat_examples
         if opt.fgsm:
@@ -406,8 +409,8 @@ def main(argv=None):
     (one line), 143/130 stopped by SIGTERM/SIGINT with a snapshot; under MPI a failing rank ends
     the job (``MPI_Abort``).
     """
-    opt = opts.parse(argv)
-    opt.argv = list(sys.argv[1:] if argv is None else argv)  # for the run record
+    opt = opts.parse(argv)  # read-only; opt.argv holds the arguments for the run record
+    progress = {'split': '?'}  # the split under way (run_training), for the stop messages
     world = mpi_world_size()
     if opt.communicator is None and world > 1:
         if os.environ.get('OMPI_COMM_WORLD_RANK', os.environ.get('PMI_RANK', '0')) == '0':
@@ -422,13 +425,13 @@ def main(argv=None):
         except UserError as e:
             print(f'{PROG}: error: {e}', file=sys.stderr)
             return _mpi_abort(2)
-        opt.ranks = comm.size
+        opt = opt.replace(ranks=comm.size)
     rank0 = comm is None or comm.rank == 0
     if rank0:
         for line in opts.describe(opt):
             print(line)
     try:
-        return _run(opt, comm)
+        return _run(opt, comm, progress)
     except distributed.AllRanksError as e:  # raised on every rank together: rank 0 reports it
         if rank0:
             print(f'{PROG}: error: {e}', file=sys.stderr)
@@ -436,7 +439,7 @@ def main(argv=None):
     except UserError as e:
         return _fail(comm, f'{e}', 2)
     except checkpoint.NonFiniteLossError as e:
-        snapshot = _snapshot_of(opt)
+        snapshot = _snapshot_of(opt, progress['split'])
         epoch = checkpoint.snapshot_epoch(snapshot)  # not e.epoch - 1: snapshots are scheduled
         kept = (f'the last good checkpoint is {snapshot} (epoch {epoch})'
                 if epoch is not None else 'no checkpoint was written before it')
@@ -450,7 +453,7 @@ def main(argv=None):
     except training.StoppedBySignal as e:
         if rank0:
             again = opt.argv + ([] if '--resume' in opt.argv else ['--resume'])
-            print(f'{PROG}: stopped by {e}: {_snapshot_of(opt)} holds it; '
+            print(f'{PROG}: stopped by {e}: {_snapshot_of(opt, progress["split"])} holds it; '
                   f'continue with: {utils.command(PROG)} {shlex.join(again)}', file=sys.stderr,
                   flush=True)
         return 128 + e.signum
@@ -466,9 +469,9 @@ def main(argv=None):
         return _fail(comm, f'{type(e).__name__}: {e}', 1)
 
 
-def _snapshot_of(opt):
-    """The snapshot.npz of the split under way (named by the messages of a stopped run)."""
-    return os.path.join(opt.save, f'split{getattr(opt, "split_now", "?")}', 'snapshot.npz')
+def _snapshot_of(opt, split):
+    """The snapshot.npz of ``split`` (named by the messages of a stopped run)."""
+    return os.path.join(opt.save, f'split{split}', 'snapshot.npz')
 
 
 def _space(error):
@@ -497,22 +500,23 @@ def _fail(comm, message, code):
     return _mpi_abort(code)
 
 
-def _run(opt, comm):
+def _run(opt, comm, progress):
     device, line = distributed.all_ranks_ok(comm, runtime.setup_device, opt, comm)
     if opt.nWorkers is None:
-        opt.nWorkers = runtime.default_workers(device, 1 if comm is None else comm.intra_size)
+        opt = opt.replace(nWorkers=runtime.default_workers(
+            device, 1 if comm is None else comm.intra_size))
     threads = fastconv.set_threads(opt.threads)
     if device.xp is np:
-        opt.threads = fastconv._threads()  # recorded, and in the rerun command
+        opt = opt.replace(threads=fastconv._threads())  # recorded, and in the rerun command
     previous = fastconv.set_enabled(fastconv.enabled() and not opt.stockConv)
     try:
-        return _run_on(opt, comm, device, line)
+        return _run_on(opt, comm, device, line, progress)
     finally:
         fastconv.set_enabled(previous)
         fastconv.restore_threads(threads)
 
 
-def _run_on(opt, comm, device, line):
+def _run_on(opt, comm, device, line, progress):
     rank0 = comm is None or comm.rank == 0
     if device.xp is np:
         conv = ('fast NumPy path (fastconv.py: convolution, pooling, BN + ReLU)'
@@ -528,12 +532,12 @@ def _run_on(opt, comm, device, line):
                 print(f'rank {r}: {text}; {opt.nWorkers} data worker process(es)', flush=True)
     distributed.on_root(comm, check_save, opt.save)
     soundset = runtime.load_data(opt, comm)
-    select_splits(opt, soundset, say=print if rank0 else lambda *a, **k: None)
+    opt = select_splits(opt, soundset, say=print if rank0 else lambda *a, **k: None)
     if opt.testOnly:
         results = run_test_only(opt, soundset, device)
         summarise(opt, results, 'summary_testOnly.json')
     else:
-        results = run_training(opt, soundset, device, comm)
+        results = run_training(opt, soundset, device, comm, progress)
         if rank0:
             summarise(opt, results, 'summary.json')
     return 0

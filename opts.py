@@ -32,6 +32,8 @@ batch of one step is N x ``--batchSize``. ``--mnBN`` normalises over the global 
 """
 import math
 import os
+import sys
+import types
 
 import intermix
 import learning
@@ -169,16 +171,40 @@ def build_parser():
     return p
 
 
+class Settings(types.SimpleNamespace):
+    """The resolved settings of a run, read-only: built once from the command line by
+    :func:`parse`. Setting or deleting an attribute raises AttributeError; :meth:`replace`
+    returns a copy with some values changed (what the machine decides at start-up: the worker
+    and thread counts, the MPI ranks, the splits a data file holds)."""
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f'settings are read-only: use settings.replace({name}=...) for a '
+                             f'changed copy')
+
+    def __delattr__(self, name):
+        raise AttributeError(f'settings are read-only: {name} cannot be deleted')
+
+    def replace(self, **changes):
+        """A copy with ``changes`` applied (names must exist; KeyError names one that does not)."""
+        unknown = sorted(set(changes) - set(vars(self)))
+        if unknown:
+            raise KeyError(f'no setting {unknown[0]!r}')
+        return Settings(**{**vars(self), **changes})
+
+
 def parse(argv=None):
-    """Parse and resolve options; errors exit with status 2 and a one-line message."""
+    """Parse and resolve options into :class:`Settings` (``argv``: the arguments, None reads
+    ``sys.argv``; kept as ``settings.argv`` for the run record). Errors exit with status 2 and a
+    one-line message."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     opt = parser.parse_args(argv)
     try:
         resolve(opt)
         check_numbers(opt)
     except ValueError as e:
         parser.error(str(e))
-    return opt
+    return Settings(**vars(opt), argv=argv)
 
 
 # Range of every float flag: (low, low included, high, high included, what to give instead).

@@ -499,7 +499,7 @@ def _shard(data, index):
     return [sounds[i] for i in index], np.asarray(labels, dtype=np.int32)[index]
 
 
-def setup_split(opt, train_data, test_data, device, seed, comm=None):
+def setup_split(opt, train_data, test_data, device, seed, comm=None, split='?'):
     """The model, optimizer and iterators of one split, as :func:`train_split` trains them.
 
     Args:
@@ -509,6 +509,7 @@ def setup_split(opt, train_data, test_data, device, seed, comm=None):
         device: the Chainer device (``runtime.select_device``).
         seed (int): the split's seed; the initial weights come from it on every rank.
         comm: a ChainerMN communicator, or None for a single process.
+        split: the split number, for messages.
 
     Returns ``(model, optimizer, train_iter, test_iter, rseed)``: the network on ``device``, its
     NesterovAG optimizer with weight decay (ChainerMN's multi-node optimizer under MPI), the
@@ -557,12 +558,12 @@ def setup_split(opt, train_data, test_data, device, seed, comm=None):
         train_sounds, train_labels = _shard(train_data, train_index)
         test_sounds, test_labels = _shard(test_data, test_index)
 
-    train_iter = train_iterator(opt, train_sounds, train_labels, rseed)
+    train_iter = train_iterator(opt, train_sounds, train_labels, rseed, split)
     test_iter = test_iterator(opt, test_sounds, test_labels)
     return model, optimizer, train_iter, test_iter, rseed
 
 
-def train_iterator(opt, train_sounds, train_labels, rseed):
+def train_iterator(opt, train_sounds, train_labels, rseed, split='?'):
     """The repeating training iterator: batches of ``opt.batchSize`` examples (:func:`batch_size`)
     of :class:`dataset.PairDataset` (mixing) or :class:`dataset.TrainDataset` (standard),
     shuffled each epoch from ``(rseed, epoch)`` by :class:`dataset.EpochOrderSampler` (file order
@@ -575,24 +576,24 @@ def train_iterator(opt, train_sounds, train_labels, rseed):
     else:
         train_set = dataset.TrainDataset(train_sounds, train_labels, pre, seed=rseed + 1)
     sampler = dataset.EpochOrderSampler(rseed, shuffle=not getattr(opt, 'noShuffle', False))
-    batch = batch_size(opt, len(train_set))
+    batch = batch_size(opt, len(train_set), split)
     if opt.nWorkers > 0:  # preprocessing in worker processes, overlapping the training step
         return chainer.iterators.MultiprocessIterator(
             train_set, batch, n_processes=opt.nWorkers, n_prefetch=2, order_sampler=sampler)
     return chainer.iterators.SerialIterator(train_set, batch, order_sampler=sampler)
 
 
-def batch_size(opt, n_examples):
+def batch_size(opt, n_examples, split='?'):
     """The training batch: ``opt.batchSize``, or all ``n_examples`` when there are fewer.
 
     A batch larger than the training set would span several epochs per step (Chainer's iterator
     wraps around), so that epochs, the LR schedule and the ETA would jump; with at most one batch
-    of examples an epoch is one step of every example instead. Raises UserError when there is no
-    example to train on.
+    of examples an epoch is one step of every example instead. Raises UserError, naming
+    ``split``, when there is no example to train on.
     """
     if n_examples < 1:
         unit = 'pairs (mixing needs 2 training clips per pair)' if opt.mixing else 'clips'
-        raise UserError(f'--split {getattr(opt, "split_now", "?")}: no training {unit}; '
+        raise UserError(f'--split {split}: no training {unit}; '
                         f'choose another --split or a dataset file with more clips')
     return min(opt.batchSize, n_examples)
 
@@ -616,7 +617,7 @@ def train_split(opt, split, split_dir, train_data, test_data, device, seed, resu
     (train_sounds, _), (test_sounds, _) = train_data, test_data
     writer = comm is None or comm.rank == 0
     model, optimizer, train_iter, test_iter, rseed = distributed.all_ranks_ok(
-        comm, setup_split, opt, train_data, test_data, device, seed, comm)
+        comm, setup_split, opt, train_data, test_data, device, seed, comm, split)
     updater = MixingUpdater(train_iter, optimizer, learning.build(opt), device, seed=rseed + 2,
                             comm=comm)
     trainer = training.Trainer(updater, (opt.nEpochs, 'epoch'), out=split_dir)

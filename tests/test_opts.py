@@ -80,3 +80,19 @@ def test_bad_flags_exit_2_naming_the_flag(capsys, args, message):
         parse(*args)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_settings_are_read_only_and_replace_gives_a_changed_copy():
+    opt = parse('--netType', 'envnet', '--learning', 'bc')
+    assert opt.argv == ['--data', 'D', '--dataset', 'esc10', '--netType', 'envnet', '--learning',
+                        'bc']
+    with pytest.raises(AttributeError, match='read-only'):
+        opt.nWorkers = 3
+    with pytest.raises(AttributeError, match='read-only'):
+        del opt.LR
+    other = opt.replace(nWorkers=3)
+    assert other.nWorkers == 3 and opt.nWorkers is None
+    assert {k: v for k, v in vars(other).items() if k != 'nWorkers'} == \
+        {k: v for k, v in vars(opt).items() if k != 'nWorkers'}
+    with pytest.raises(KeyError, match='nWorker'):
+        opt.replace(nWorker=3)
