@@ -137,15 +137,30 @@ def versions():
             'cupy': cuda.cupy.__version__ if cuda.available else None}
 
 
+def processor_name(cpuinfo='/proc/cpuinfo'):
+    """The processor's model name ('AMD EPYC ...', 'Intel(R) Xeon(R) ...'): the first ``model
+    name`` line of ``cpuinfo`` (Linux), else ``platform.processor()`` or the machine type
+    ('x86_64') where no name is to be had."""
+    try:
+        with open(cpuinfo, encoding='utf-8', errors='replace') as f:
+            for line in f:
+                key, _, value = line.partition(':')
+                if key.strip() == 'model name' and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_record(device):
     """The Chainer device a run used: ``chainer_device`` ('@numpy', '@cupy:0'), ``kind`` and, on
-    the CPU, the processor, core count, convolution path (fastconv or stock Chainer) and threads
+    the CPU, the processor (:func:`processor_name`), core count, convolution path (fastconv or stock Chainer) and threads
     (``--threads``); on a
     GPU its name and whether cuDNN is used."""
     record = {'chainer_device': str(device)}
     if device.xp is np:
         import fastconv
-        record.update(kind='CPU', processor=platform.processor() or platform.machine(),
+        record.update(kind='CPU', processor=processor_name(),
                       cpus=os.cpu_count(),
                       convolution='fastconv' if fastconv.enabled() else 'stock Chainer',
                       threads=fastconv._threads())
