@@ -10,10 +10,11 @@ TOP_LEVEL_MODULES = {
     # entry points and the design's modules
     'main.py', 'opts.py', 'esc_gen.py', 'urbansound_gen.py', 'dataset.py', 'training.py',
     'evaluation.py', 'checkpoint.py', 'runrecord.py', 'distributed.py', 'runtime.py',
-    'schedules.py',
+    'schedules.py', 'learning.py',
     'utils.py', 'intermix.py', 'optimizer.py',
     # tools
     'bench.py', 'bench_conv.py', 'report.py', 'predict.py', 'fastconv.py', 'compat.py',
+    'blasenv.py',
 }
 PACKAGES = {'models', 'datagen'}
 
