@@ -39,14 +39,14 @@ import sys
 import numpy as np
 
 import models
-import opts
+from learning import LEARNING
 import utils
 from datagen import registry
 from utils import UserError
 
 PROG = 'report.py'
 DATASET_ORDER = list(registry.DATASETS)       # columns, in the registry's order
-LEARNING_ORDER = list(opts.LEARNING)          # rows, in the learning registry's order
+LEARNING_ORDER = list(LEARNING)                # rows, in the learning registry's order
 
 # The paper's Table 1 (docs/method.md §7.1): error % as (mean, standard error) for ESC-50, ESC-10
 # and UrbanSound8K (no standard error given), keyed by (network, strong augmentation, learning).
@@ -185,7 +185,7 @@ def learning_label(settings):
     when its combination is not the preset's (e.g. 'intermix L=0' for InterMix at the input
     only), so that a study arm is a row of its own, never averaged with the preset."""
     learning = settings['learning']
-    preset = opts.LEARNING.get(learning)
+    preset = LEARNING.get(learning)
     if preset is None or preset.points is None:
         return learning
     label = learning
