@@ -297,6 +297,17 @@ COMBINATIONS = {
 }
 
 
+def check_mixing(combination, mixup_type, who='mixing'):
+    """Raise ValueError (prefixed by ``who``) unless ``combination`` is a key of
+    :data:`COMBINATIONS` and ``mixup_type`` one of :data:`MIXUP_TYPES`."""
+    if combination not in COMBINATIONS:
+        raise ValueError(f'{who}: unknown combination {combination!r} (known: '
+                         f'{", ".join(sorted(COMBINATIONS))})')
+    if mixup_type not in MIXUP_TYPES:
+        raise ValueError(f'{who}: unknown mixup_type {mixup_type!r} (known: '
+                         f'{", ".join(MIXUP_TYPES)})')
+
+
 class Mixer:
     """Mixes a batch at one mixing point: the hook a network calls (``models.common.StagedNet.forward``).
 
@@ -329,12 +340,7 @@ class Mixer:
 
     def __init__(self, point, partner, r, combination='interference', mixup_type='sound',
                  gains=None, phase=None, hidden_gain_fs=44100):
-        if combination not in COMBINATIONS:
-            raise ValueError(f'Mixer: unknown combination {combination!r} (known: '
-                             f'{", ".join(sorted(COMBINATIONS))})')
-        if mixup_type not in MIXUP_TYPES:
-            raise ValueError(f'Mixer: unknown mixup_type {mixup_type!r} (known: '
-                             f'{", ".join(MIXUP_TYPES)})')
+        check_mixing(combination, mixup_type, 'Mixer')
         self.point = int(point)
         self.partner = partner
         self.r = r

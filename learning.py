@@ -17,11 +17,15 @@ import collections
 import numpy as np
 
 import compat  # noqa: F401  (numpy.sctypes for Chainer on NumPy 2)
+import chainer
 import chainer.functions as F
 
 import intermix
 
-__all__ = ['Step', 'Standard', 'PairMixing', 'Row', 'LEARNING', 'MIXING', 'build']
+__all__ = ['Step', 'Standard', 'PairMixing', 'Row', 'LEARNING', 'MIXING', 'GAIN_SOURCES', 'build']
+
+#: Where the gains of the sound mixing ratio come from at a hidden point (``--gainSource``).
+GAIN_SOURCES = ('input', 'hidden')
 
 Step = collections.namedtuple('Step', 'logits loss label')
 Step.__doc__ = """What a learning method returns for one batch: ``logits`` (Variable (N, C)),
@@ -77,14 +81,10 @@ class PairMixing:
     mixing = True  # the training set yields pairs (dataset.PairDataset)
 
     def __init__(self, eligible, combination, mixup_type, gain_source, fs, n_classes):
-        if combination not in intermix.COMBINATIONS:
-            raise ValueError(f'unknown combination {combination!r} (known: '
-                             f'{", ".join(sorted(intermix.COMBINATIONS))})')
-        if mixup_type not in intermix.MIXUP_TYPES:
-            raise ValueError(f'unknown mixup_type {mixup_type!r} (known: '
-                             f'{", ".join(intermix.MIXUP_TYPES)})')
-        if gain_source not in ('input', 'hidden'):
-            raise ValueError(f"unknown gain_source {gain_source!r} (known: input, hidden)")
+        intermix.check_mixing(combination, mixup_type, 'PairMixing')
+        if gain_source not in GAIN_SOURCES:
+            raise ValueError(f'PairMixing: unknown gain_source {gain_source!r} (known: '
+                             f'{", ".join(GAIN_SOURCES)})')
         if not eligible:
             raise ValueError('no eligible mixing point')
         self.eligible = list(eligible)
@@ -113,7 +113,7 @@ class PairMixing:
     def __call__(self, model, arrays, rng):
         """One batch of pairs (class docstring); returns :data:`Step`."""
         x_i, x_j, y_i, y_j = arrays
-        xp = intermix._xp(x_i)
+        xp = chainer.backend.get_array_module(x_i)
         x = xp.concatenate([x_i, x_j])
         y = xp.concatenate([y_i, y_j])
         n = len(x)

@@ -138,7 +138,7 @@ def build_parser():
                    help='override the preset: ' + '; '.join(
                        f'{name}: {c.description}' for name, c in
                        sorted(intermix.COMBINATIONS.items())))
-    g.add_argument('--gainSource', choices=['input', 'hidden'], default='input',
+    g.add_argument('--gainSource', choices=learning.GAIN_SOURCES, default='input',
                    help='gains for p at hidden points: input = the input clips (the paper, '
                         'default); hidden = the hidden tensor flattened and read as 44.1 kHz '
                         'audio (the reference SpeechMix/InterMix code)')
@@ -259,7 +259,7 @@ def resolve(opt):
     elif opt.BC and learning == 'standard':
         raise ValueError('--BC contradicts --learning standard')
     opt.learning = learning
-    opt.mixing = learning != 'standard'
+    opt.mixing = LEARNING[learning].points is not None
 
     if not opt.mixing:
         for flag, value in (('eligible', opt.eligible), ('combination', opt.combination),

@@ -154,9 +154,8 @@ def processor_name(cpuinfo='/proc/cpuinfo'):
 
 def device_record(device):
     """The Chainer device a run used: ``chainer_device`` ('@numpy', '@cupy:0'), ``kind`` and, on
-    the CPU, the processor (:func:`processor_name`), core count, convolution path (fastconv or stock Chainer) and threads
-    (``--threads``); on a
-    GPU its name and whether cuDNN is used."""
+    the CPU, the processor (:func:`processor_name`), core count, convolution path (fastconv or
+    stock Chainer) and threads (``--threads``); on a GPU its name and whether cuDNN is used."""
     record = {'chainer_device': str(device)}
     if device.xp is np:
         import fastconv
