@@ -8,13 +8,20 @@ operation (so the result is bit-identical on the CPU):
 
 Chainer runs the hook and the rule as separate whole-array NumPy expressions: about ten passes
 over memory with temporaries the size of the parameter (PiczakCNN's 5000 x 5000 layer: 100 MB
-each). :class:`FusedNesterovAG` runs the same expressions on cache-sized chunks (no full-size
-temporary; parameter and velocity read and written once from main memory, the gradient
-only read: the decayed gradient stays in a scratch buffer), the chunks shared out to the
-worker threads of :mod:`fastconv` (NumPy releases the GIL in its ufuncs). The updater still
-scans every parameter and velocity for NaN after the update (``checkpoint.non_finite_arrays``),
-which also catches values changed outside the update. On a GPU it runs Chainer's own kernels
-(the hook's, then the rule's).
+each). :class:`FusedNesterovAG` reads the parameter, its gradient and velocity once and writes
+the parameter and velocity once, in chunks shared out to the worker threads of :mod:`fastconv`:
+
+- ``KERNEL == 'numba'`` (where numba imports; requirements.txt installs it): one loop compiled
+  by numba per chunk, each element's operations in the order above, float32 scalars for a float32
+  parameter (as NumPy casts Python floats), no fused multiply-add (numba's default, no fastmath),
+  the GIL released. float32 and float64 parameters; other dtypes take the NumPy path.
+- ``KERNEL == 'numpy'``: the same expressions as NumPy ufuncs on cache-sized chunks (the decayed
+  gradient in a scratch buffer, never written back to the gradient); about three times slower
+  than the compiled loop (PiczakCNN: ~19 ms against ~6 ms for 26 M parameters on two cores).
+
+The updater still scans every parameter and velocity for NaN after the update
+(``checkpoint.non_finite_arrays``), which also catches values changed outside the update. On a
+GPU it runs Chainer's own kernels (the hook's, then the rule's).
 """
 import numpy as np
 
@@ -24,6 +31,15 @@ from chainer.backends import cuda
 from chainer.optimizers import nesterov_ag
 
 import fastconv
+
+try:
+    import numba
+except ImportError:  # the NumPy path does the same update, slower
+    numba = None
+
+#: Which loop :class:`FusedNesterovAGRule` runs on the CPU: 'numba' where numba imports, else
+#: 'numpy' (module docstring). Both give Chainer's values bit for bit.
+KERNEL = 'numba' if numba is not None else 'numpy'
 
 #: Elements per chunk (float32: 1 MiB per array; three arrays and two scratch buffers stay in L3
 #: between the operations; smaller chunks cost more in per-call overhead than they gain in cache).
@@ -45,6 +61,20 @@ def _nesterov_chunk(p, g, v, tmp, dg, lr, momentum, rate):
     p += tmp                                  # param += momentum * momentum * v
     np.multiply(dg, (1 + momentum) * lr, out=tmp)
     p -= tmp                                  # param -= (1 + momentum) * lr * grad
+
+
+if numba is not None:
+    @numba.njit(nogil=True)
+    def _nesterov_loop(p, g, v, lr, momentum, rate, momentum2, step):
+        """The expressions of :func:`_nesterov_chunk` per element, in place on 1-D ``p`` and
+        ``v``; the scalars have the parameter's dtype (``momentum2 = momentum**2``,
+        ``step = (1 + momentum) * lr``, each computed in Python floats and then cast, as NumPy
+        casts them in Chainer's expressions)."""
+        for i in range(p.shape[0]):
+            dg = g[i] + p[i] * rate
+            vi = v[i] * momentum - dg * lr
+            v[i] = vi
+            p[i] = (p[i] + vi * momentum2) - dg * step
 
 
 class FusedNesterovAGRule(nesterov_ag.NesterovAGRule):
@@ -69,12 +99,21 @@ class FusedNesterovAGRule(nesterov_ag.NesterovAGRule):
         starts = list(range(0, n, CHUNK))
         threads = max(1, min(fastconv._threads(), len(starts)))
 
-        def work(w):
-            tmp, dg = np.empty((2, min(n, CHUNK)), p.dtype)
-            for a in starts[w::threads]:
-                m = min(CHUNK, n - a)
-                _nesterov_chunk(p[a:a + m], g[a:a + m], v[a:a + m], tmp[:m], dg[:m],
-                                lr, momentum, rate)
+        if KERNEL == 'numba' and p.dtype in (np.float32, np.float64):
+            t = p.dtype.type
+            scalars = (t(lr), t(momentum), t(rate), t(momentum * momentum),
+                       t((1 + momentum) * lr))
+
+            def work(w):
+                for a in starts[w::threads]:
+                    _nesterov_loop(p[a:a + CHUNK], g[a:a + CHUNK], v[a:a + CHUNK], *scalars)
+        else:
+            def work(w):
+                tmp, dg = np.empty((2, min(n, CHUNK)), p.dtype)
+                for a in starts[w::threads]:
+                    m = min(CHUNK, n - a)
+                    _nesterov_chunk(p[a:a + m], g[a:a + m], v[a:a + m], tmp[:m], dg[:m],
+                                    lr, momentum, rate)
         if threads == 1:
             work(0)
         else:

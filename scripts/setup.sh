@@ -55,11 +55,11 @@ stamp="$VENV/.installed-$( (cat $reqs; echo "$pyver") | sha1sum | cut -c1-12)"
 if [ -f "$stamp" ]; then
   exit 0
 fi
-echo "setup: installing into $VENV with Python $pyver (Chainer 7.8.1, NumPy, SciPy, soundfile, tqdm, matplotlib, pytest)" >&2
+echo "setup: installing into $VENV with Python $pyver (Chainer 7.8.1, NumPy, SciPy, numba, soundfile, tqdm, matplotlib, pytest)" >&2
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 "${pip[@]}" 'setuptools<70' wheel
-"${pip[@]}" --no-build-isolation --only-binary numpy,scipy,matplotlib \
+"${pip[@]}" --no-build-isolation --only-binary numpy,scipy,matplotlib,numba,llvmlite \
   -r requirements.txt -r requirements-test.txt
 if [ "${NO_MPI:-0}" != 1 ]; then
   "${pip[@]}" -r requirements-mpi.txt
