@@ -6,8 +6,8 @@ NumPy's BLAS (the fully connected layers) with this project's own worker threads
 kernels, the fused optimizer update), so a spinning OpenBLAS thread takes the core the next kernel
 needs. With ``n = 4`` (OpenBLAS's minimum) the workers go to sleep at once. Measured on a 2-core
 AMD EPYC, nothing else running, PiczakCNN standard step, batch 64 (``bench.py``, five interleaved
-pairs of 20-30 steps): median step 0.232-0.281 s instead of 0.250-0.305 s, the optimizer update
-0.026-0.033 s instead of 0.037-0.041 s (README "Threads").
+pairs of 20-30 steps, the optimizer update then in NumPy ufuncs): median step 0.232-0.281 s
+instead of 0.250-0.305 s, the update 0.026-0.033 s instead of 0.037-0.041 s (README "Threads").
 
 OpenBLAS reads the variable once, when NumPy loads it: a value the user set is kept, and nothing
 changes in a process that had imported NumPy before this module.

@@ -17,7 +17,7 @@ the parameter and velocity once, in chunks shared out to the worker threads of :
   the GIL released. float32 and float64 parameters; other dtypes take the NumPy path.
 - ``KERNEL == 'numpy'``: the same expressions as NumPy ufuncs on cache-sized chunks (the decayed
   gradient in a scratch buffer, never written back to the gradient); about three times slower
-  than the compiled loop (PiczakCNN: ~19 ms against ~6 ms for 26 M parameters on two cores).
+  than the compiled loop (~19 ms against ~6 ms for 25 M float32 parameters on two cores).
 
 The updater still scans every parameter and velocity for NaN after the update
 (``checkpoint.non_finite_arrays``), which also catches values changed outside the update. On a
