@@ -349,14 +349,25 @@ def _layout(x, channels_last):
         else np.ascontiguousarray(x)
 
 
+POOL_KERNELS = ['numpy', pytest.param('numba', marks=pytest.mark.skipif(
+    fastconv.numba is None, reason='numba is not installed (requirements.txt installs it)'))]
+
+
+@pytest.fixture(params=POOL_KERNELS)
+def pool_kernel(request, monkeypatch):
+    """Run the test with ``fastconv.POOL_KERNEL`` set to each max pooling kernel."""
+    monkeypatch.setattr(fastconv, 'POOL_KERNEL', request.param)
+    return request.param
+
+
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('name', sorted(POOLS))
-def test_max_pooling_equals_chainer_exactly_ties_included(name, channels_last):
+def test_max_pooling_equals_chainer_exactly_ties_included(name, channels_last, pool_kernel):
     shape, ksize, cover_all = POOLS[name]
     rng = np.random.default_rng(5)
     # values on a coarse grid: many windows hold their maximum twice (first one wins in both)
     x = _layout((np.round(rng.standard_normal(shape) * 2) / 2).astype(np.float32), channels_last)
-    xf, xs = chainer.Variable(x.copy()), chainer.Variable(x.copy())
+    xf, xs = chainer.Variable(x.copy(order='K')), chainer.Variable(x.copy(order='K'))
     yf = fastconv.max_pooling_2d(xf, ksize, cover_all=cover_all)
     ys = F.max_pooling_2d(xs, ksize, cover_all=cover_all)
     assert _creator(yf) == 'FastMaxPooling2D'
@@ -373,7 +384,7 @@ def test_max_pooling_equals_chainer_exactly_ties_included(name, channels_last):
 
 
 @pytest.mark.parametrize('name', ['envnetv2_pool4_5x3', 'partial_rows_cols', 'max_pool_1d_4'])
-def test_max_pooling_check_backward_and_double_backward_float64(name):
+def test_max_pooling_check_backward_and_double_backward_float64(name, pool_kernel):
     shape, ksize, cover_all = POOLS[name]
     rng = np.random.default_rng(6)
     # distinct values, well apart (no window maximum moves under the finite-difference step)
@@ -388,6 +399,45 @@ def test_max_pooling_check_backward_and_double_backward_float64(name):
         ggx = rng.standard_normal(shape)
         gradient_check.check_backward(pool, xl, gy, dtype=np.float64, eps=1e-3)
         gradient_check.check_double_backward(pool, xl, gy, ggx, dtype=np.float64, eps=1e-3)
+
+
+def _pool_bits(kernel, x, ksize, cover_all, gy):
+    """(y, gx) of the fast pooling with ``fastconv.POOL_KERNEL = kernel``, as (bytes, strides)
+    pairs: equal bytes mean equal bits (-0.0 and NaN payloads included) and equal layouts."""
+    previous, fastconv.POOL_KERNEL = fastconv.POOL_KERNEL, kernel
+    try:
+        xv = chainer.Variable(x.copy(order='K'))
+        y = fastconv.max_pooling_2d(xv, ksize, cover_all=cover_all)
+        assert _creator(y) == 'FastMaxPooling2D'
+        y.grad = gy.copy()
+        y.backward()
+    finally:
+        fastconv.POOL_KERNEL = previous
+    return [(np.ascontiguousarray(a).tobytes(), a.strides) for a in (y.array, xv.grad)]
+
+
+@pytest.mark.skipif(fastconv.numba is None, reason='numba is not installed')
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+@pytest.mark.parametrize('channels_last', [False, True])
+@pytest.mark.parametrize('name', sorted(POOLS))
+def test_max_pooling_numba_and_numpy_kernels_agree_bit_for_bit(name, channels_last, dtype):
+    """The compiled loops give the NumPy kernel's values bit for bit, in the same layout: ties
+    (first maximum wins), NaN (the first NaN wins, as NumPy's argmax), +-inf, and in the gradient
+    ``0 * gy`` off the maximum (-0.0 for negative gy, NaN for NaN or infinite gy)."""
+    shape, ksize, cover_all = POOLS[name]
+    rng = np.random.default_rng(8)
+    x = (np.round(rng.standard_normal(shape) * 2) / 2).astype(dtype)
+    u = rng.random(x.size).reshape(shape)
+    x[u < 0.05] = np.nan
+    x[(u >= 0.05) & (u < 0.08)] = np.inf
+    x[(u >= 0.08) & (u < 0.11)] = -np.inf
+    x = _layout(x, channels_last)
+    assert fastconv._channels_last(x) == channels_last  # each compiled loop is reached
+    out_shape = fastconv.max_pooling_2d(x, ksize, cover_all=cover_all).shape
+    gy = rng.standard_normal(out_shape).astype(dtype)
+    gy.reshape(-1)[:2] = [np.nan, np.inf]
+    assert _pool_bits('numba', x, ksize, cover_all, gy) == \
+        _pool_bits('numpy', x, ksize, cover_all, gy)
 
 
 def test_max_pooling_falls_back_to_chainer_where_the_fast_path_does_not_apply(monkeypatch):
@@ -439,7 +489,7 @@ def test_bn_relu_matches_the_link_and_relu(shape, channels_last, train, monkeypa
     fast_bn, stock_bn = _bn_pair(shape[1], rng)
     gy = rng.standard_normal(shape).astype(np.float32)
     with chainer.using_config('train', train):
-        xf, xs = chainer.Variable(x.copy()), chainer.Variable(x.copy())
+        xf, xs = chainer.Variable(x.copy(order='K')), chainer.Variable(x.copy(order='K'))
         yf = fastconv.bn_relu(fast_bn, xf)
         ys = F.relu(stock_bn(xs))
     assert _creator(yf) == 'FastBatchNormalizationReLU'
