@@ -507,6 +507,45 @@ def test_bn_relu_matches_the_link_and_relu(shape, channels_last, train, monkeypa
     assert np.all(xf.grad[:, 0] == 0)  # gamma = 0: nothing flows back through channel 0
 
 
+def _bn_bits(kernel, x, gy, train, dtype):
+    """Bytes of y, gx, ggamma, gbeta and the running averages after one fused BN + ReLU
+    forward and backward with ``fastconv.BN_KERNEL = kernel`` (the same link values each time)."""
+    previous, fastconv.BN_KERNEL = fastconv.BN_KERNEL, kernel
+    try:
+        bn, _ = _bn_pair(x.shape[1], np.random.default_rng(3), dtype)
+        with chainer.using_config('train', train):
+            xv = chainer.Variable(x.copy(order='K'))
+            y = fastconv.bn_relu(bn, xv)
+        assert _creator(y) == 'FastBatchNormalizationReLU'
+        y.grad = gy.copy()
+        y.backward()
+    finally:
+        fastconv.BN_KERNEL = previous
+    arrays = (y.array, xv.grad, bn.gamma.grad, bn.beta.grad, bn.avg_mean, bn.avg_var)
+    return [(np.ascontiguousarray(a).tobytes(), a.strides) for a in arrays]
+
+
+@pytest.mark.skipif(fastconv.numba is None, reason='numba is not installed')
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+@pytest.mark.parametrize('train', [True, False])
+@pytest.mark.parametrize('shape', BN_SHAPES)
+def test_bn_relu_numba_and_numpy_kernels_agree_bit_for_bit(shape, train, dtype, monkeypatch):
+    """Channels-last maps (the fast convolution's outputs): the compiled loops give the NumPy
+    blocks' values bit for bit -- y, gx, ggamma, gbeta, running averages -- over several blocks,
+    with exact zeros at the ReLU and, with fixed statistics, NaN in x (kept by the ReLU) and in gy
+    (kept where the ReLU passes it, 0 * NaN = NaN where it does not, as NumPy's product)."""
+    monkeypatch.setattr(fastconv, 'BN_BLOCK_BYTES', 4096)
+    rng = np.random.default_rng(9)
+    x = np.round(rng.standard_normal(shape) * 4 + 1) / 4  # ties with the mean: exact zeros
+    x = _layout(x.astype(dtype), True)
+    assert fastconv._channels_last(x) or shape[1] == 1 or shape[2] * shape[3] == 1
+    gy = rng.standard_normal(shape).astype(dtype)
+    if not train:  # (in training a NaN reaches every value through the batch statistics)
+        gy.reshape(-1)[::17] = np.nan
+        x[0, :, 0, 0] = np.nan  # y = NaN there (np.maximum keeps it)
+    assert _bn_bits('numba', x, gy, train, dtype) == _bn_bits('numpy', x, gy, train, dtype)
+
+
 def test_bn_relu_statistics_by_definition():
     """Training mode: per channel, y = max(gamma (x - mean) / sqrt(var + eps) + beta, 0) with the
     batch mean and biased variance over N, H, W; running averages 0.9 old + 0.1 new, the new
