@@ -59,6 +59,7 @@ import threading
 import time
 
 import blasenv  # noqa: F401  (before NumPy: OpenBLAS thread timeout)
+import allocator  # noqa: F401  (glibc keeps freed memory for the next step)
 import numpy as np
 
 import compat  # noqa: F401
@@ -503,6 +504,7 @@ def _environment(opt, device):
            'chainer': chainer.__version__, 'cpus': os.cpu_count(),
            'openblas_num_threads': os.environ.get('OPENBLAS_NUM_THREADS'),
            'openblas_thread_timeout': os.environ.get('OPENBLAS_THREAD_TIMEOUT'),
+           'malloc_keeps_freed_memory': allocator.ACTIVE,
            'openblas_coretype': os.environ.get('OPENBLAS_CORETYPE'),
            'openblas_l2_size': os.environ.get('OPENBLAS_L2_SIZE'),
            'fastconv_threads': fastconv._threads(), 'loadavg_start': list(os.getloadavg())}

@@ -36,6 +36,7 @@ import tempfile
 import traceback
 
 import blasenv  # noqa: F401  (before NumPy: OpenBLAS thread timeout)
+import allocator  # noqa: F401  (glibc keeps freed memory for the next step)
 import numpy as np
 
 import compat  # noqa: F401

@@ -40,6 +40,7 @@ import sys
 import types
 
 import blasenv  # noqa: F401  (before NumPy: OpenBLAS thread timeout)
+import allocator  # noqa: F401  (glibc keeps freed memory for the next step)
 import numpy as np
 
 import compat  # noqa: F401

@@ -14,7 +14,7 @@ TOP_LEVEL_MODULES = {
     'utils.py', 'intermix.py', 'optimizer.py',
     # tools
     'bench.py', 'bench_conv.py', 'report.py', 'predict.py', 'fastconv.py', 'compat.py',
-    'blasenv.py',
+    'blasenv.py', 'allocator.py',
 }
 PACKAGES = {'models', 'datagen'}
 
