@@ -65,6 +65,17 @@ try:
 except ImportError:  # the max pooling then runs as NumPy reshapes, argmax and gathers
     numba = None
 
+
+def njit_cached(fn):
+    """``numba.njit(nogil=True)`` with the machine code cached on disk (``__pycache__`` beside
+    the module, else numba's user-wide cache folder), so that only the first process after a
+    change compiles (~2 s for the loops here and in :mod:`optimizer`); without a writable cache
+    folder each process compiles its own. Only called where numba imports."""
+    try:
+        return numba.njit(nogil=True, cache=True)(fn)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True)(fn)
+
 __all__ = ['COL_BUFFER_BYTES', 'NUM_THREADS', 'STOCK_CONV_ENV', 'set_threads',
            'restore_threads', 'FastConvolution2D', 'FramedConvolution2D', 'use_framed',
            'framed_convolution_2d', 'FastDeconvolution2D', 'FastConvolution2DGradW',
@@ -783,7 +794,7 @@ def convolution_2d(x, W, b=None, stride=1, pad=0, cover_all=False, dilate=1, gro
 POOL_KERNEL = 'numba' if numba is not None else 'numpy'
 
 if numba is not None:
-    @numba.njit(nogil=True)
+    @njit_cached
     def _pool_last_fwd(a, kh, kw, y, idx):
         """Channels-last max pooling, stride = kernel: ``a`` (n, H, W, C) -> ``y``, ``idx``
         (n, Ho, Wo, C), idx = i * kw + j of the window's first maximum (first NaN if any);
@@ -817,7 +828,7 @@ if numba is not None:
                                     yv[ch] = v
                                     iv[ch] = k
 
-    @numba.njit(nogil=True)
+    @njit_cached
     def _pool_first_fwd(a, kh, kw, y, idx):
         """:func:`_pool_last_fwd` for NCHW ``a`` (n, C, H, W) -> ``y``, ``idx`` (n, C, Ho, Wo)."""
         n, c, h, w = a.shape
@@ -843,7 +854,7 @@ if numba is not None:
                         y[b, ch, oh, ow] = best
                         idx[b, ch, oh, ow] = bi
 
-    @numba.njit(nogil=True)
+    @njit_cached
     def _pool_last_grad(g, idx, kh, kw, gx):
         """Channels-last gradient: ``gx`` (n, H, W, C) = ``g`` (n, Ho, Wo, C) at each window's
         ``idx``, ``0 * g`` at the window's other elements, 0 outside every window."""
@@ -872,7 +883,7 @@ if numba is not None:
                         for ch in range(c):
                             gx[b, r, col, ch] = 0
 
-    @numba.njit(nogil=True)
+    @njit_cached
     def _pool_first_grad(g, idx, kh, kw, gx):
         """:func:`_pool_last_grad` for NCHW ``g`` (n, C, Ho, Wo) -> ``gx`` (n, C, H, W)."""
         n, c, h, w = gx.shape
@@ -1112,7 +1123,7 @@ BN_BLOCK_BYTES = 2 * 2 ** 20
 BN_KERNEL = 'numba' if numba is not None else 'numpy'
 
 if numba is not None:
-    @numba.njit(nogil=True)
+    @njit_cached
     def _bn_sums(a, out):
         """out (C,) float64 = sum over rows of a (rows, C), accumulated row after row."""
         for ch in range(a.shape[1]):
@@ -1121,7 +1132,7 @@ if numba is not None:
             for ch in range(a.shape[1]):
                 out[ch] += a[i, ch]
 
-    @numba.njit(nogil=True)
+    @njit_cached
     def _bn_sq_dev(a, mean, out):
         """out (C,) float64 = sum over rows of d * d, d = a - mean in a's dtype."""
         for ch in range(a.shape[1]):
@@ -1131,7 +1142,7 @@ if numba is not None:
                 d = np.float64(a[i, ch] - mean[ch])
                 out[ch] += d * d
 
-    @numba.njit(nogil=True)
+    @njit_cached
     def _bn_relu_write(a, mean, scale, beta, y):
         """y = max((a - mean) * scale + beta, 0), each step in a's dtype (NaN kept)."""
         for i in range(a.shape[0]):
@@ -1139,7 +1150,7 @@ if numba is not None:
                 v = (a[i, ch] - mean[ch]) * scale[ch] + beta[ch]
                 y[i, ch] = v if (v > 0 or v != v) else 0
 
-    @numba.njit(nogil=True)
+    @njit_cached
     def _bn_grad_sums(gy, y, a, mean, g, sum_g, sum_gd):
         """g = gy * (y > 0) (written to ``g``); sum_g, sum_gd (C,) float64 = sums over rows
         of g and of g * (a - mean), the difference in a's dtype."""
@@ -1153,7 +1164,7 @@ if numba is not None:
                 sum_g[ch] += v
                 sum_gd[ch] += np.float64(v) * np.float64(a[i, ch] - mean[ch])
 
-    @numba.njit(nogil=True)
+    @njit_cached
     def _bn_grad_write(g, a, mean, k1, k0, scale, fixed):
         """In place on g: g = (g - (a - mean) * k1 - k0) * scale, or g * scale if ``fixed``."""
         for i in range(a.shape[0]):

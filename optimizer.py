@@ -64,7 +64,7 @@ def _nesterov_chunk(p, g, v, tmp, dg, lr, momentum, rate):
 
 
 if numba is not None:
-    @numba.njit(nogil=True)
+    @fastconv.njit_cached
     def _nesterov_loop(p, g, v, lr, momentum, rate, momentum2, step):
         """The expressions of :func:`_nesterov_chunk` per element, in place on 1-D ``p`` and
         ``v``; the scalars have the parameter's dtype (``momentum2 = momentum**2``,
