@@ -663,3 +663,24 @@ def test_framed_convolution_applies_only_to_frames_of_one_waveform():
         fastconv.set_enabled(previous)
     with pytest.raises(ValueError):
         fastconv.FramedConvolution2D((2, 4))
+
+
+@pytest.mark.skipif(fastconv.numba is None, reason='numba is not installed')
+def test_njit_cached_compiles_without_a_cache_folder(monkeypatch):
+    """Where numba finds no writable cache folder (it raises at decoration), the loop is still
+    compiled, per process."""
+    real = fastconv.numba.njit
+
+    def njit(**options):
+        if options.get('cache'):
+            raise RuntimeError('cannot cache function: no locator available for file')
+        return real(**options)
+    monkeypatch.setattr(fastconv.numba, 'njit', njit)
+
+    def twice(a):
+        for i in range(a.shape[0]):
+            a[i] *= 2
+
+    a = np.arange(4.0)
+    fastconv.njit_cached(twice)(a)
+    np.testing.assert_array_equal(a, [0, 2, 4, 6])
