@@ -671,10 +671,10 @@ def test_njit_cached_compiles_without_a_cache_folder(monkeypatch):
     compiled, per process."""
     real = fastconv.numba.njit
 
-    def njit(**options):
+    def njit(*args, **options):
         if options.get('cache'):
             raise RuntimeError('cannot cache function: no locator available for file')
-        return real(**options)
+        return real(*args, **options)
     monkeypatch.setattr(fastconv.numba, 'njit', njit)
 
     def twice(a):
