@@ -420,6 +420,7 @@ def _pool_bits(kernel, x, ksize, cover_all, gy):
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
 @pytest.mark.parametrize('channels_last', [False, True])
 @pytest.mark.parametrize('name', sorted(POOLS))
+@pytest.mark.filterwarnings('ignore:invalid value encountered in multiply:RuntimeWarning')
 def test_max_pooling_numba_and_numpy_kernels_agree_bit_for_bit(name, channels_last, dtype):
     """The compiled loops give the NumPy kernel's values bit for bit, in the same layout: ties
     (first maximum wins), NaN (the first NaN wins, as NumPy's argmax), +-inf, and in the gradient
