@@ -507,6 +507,7 @@ def _environment(opt, device):
            'malloc_keeps_freed_memory': allocator.ACTIVE,
            'openblas_coretype': os.environ.get('OPENBLAS_CORETYPE'),
            'openblas_l2_size': os.environ.get('OPENBLAS_L2_SIZE'),
+           'openblas_core': fastconv.blas_core(),
            'fastconv_threads': fastconv._threads(), 'loadavg_start': list(os.getloadavg())}
     if device.xp is not np:
         env['cupy'] = cuda.cupy.__version__

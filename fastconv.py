@@ -160,11 +160,10 @@ _pool = None        # (pid, n_threads, ThreadPoolExecutor)
 _state_lock = threading.Lock()
 
 
-def _find_blas():
-    """(get_num_threads, set_num_threads) of the OpenBLAS NumPy is linked to, or False.
-
-    NumPy wheels bundle it in ``numpy.libs`` (looked at first: SciPy, imported by Chainer, maps
-    its own OpenBLAS too); otherwise an OpenBLAS mapped into the process (Linux)."""
+def _openblas_paths():
+    """Paths of the OpenBLAS libraries NumPy may be linked to, most likely first: NumPy wheels
+    bundle it in ``numpy.libs`` (looked at first: SciPy, imported by Chainer, maps its own
+    OpenBLAS too); otherwise an OpenBLAS mapped into the process (Linux)."""
     libs = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), 'numpy.libs')
     paths = sorted(glob.glob(os.path.join(libs, '*openblas*')))
     if not paths:
@@ -176,7 +175,12 @@ def _find_blas():
                         paths.append(fields[-1])
         except OSError:
             pass
-    for path in dict.fromkeys(paths):
+    return list(dict.fromkeys(paths))
+
+
+def _find_blas():
+    """(get_num_threads, set_num_threads) of the OpenBLAS NumPy is linked to, or False."""
+    for path in _openblas_paths():
         try:
             lib = ctypes.CDLL(path)
         except OSError:
@@ -188,6 +192,26 @@ def _find_blas():
                 set_.restype, set_.argtypes = None, [ctypes.c_int]
                 return get, set_
     return False
+
+
+def blas_core():
+    """The kernel family NumPy's OpenBLAS chose for this processor at load time ('Haswell',
+    'SkylakeX', 'Zen', ...; ``openblas_get_corename``), or None where NumPy is not on OpenBLAS.
+    Its GEMM kernels round differently, so the same seed gives bit-identical models only on
+    machines where this (and the software) is the same; run records and bench.py name it."""
+    for path in _openblas_paths():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ('scipy_openblas_get_corename64_', 'scipy_openblas_get_corename',
+                     'openblas_get_corename64_', 'openblas_get_corename'):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.restype, fn.argtypes = ctypes.c_char_p, []
+                core = fn()
+                return core.decode(errors='replace').strip() if core else None
+    return None
 
 
 def _threads():

@@ -152,15 +152,38 @@ def processor_name(cpuinfo='/proc/cpuinfo'):
     return platform.processor() or platform.machine()
 
 
+def processor_id(cpuinfo='/proc/cpuinfo'):
+    """'family F model M stepping S' of the first processor in ``cpuinfo`` (Linux x86), or None:
+    it tells processor generations apart where the model name does not (virtual machines name
+    2-core slices of several AMD generations just 'AMD EPYC')."""
+    fields = {}
+    try:
+        with open(cpuinfo, encoding='utf-8', errors='replace') as f:
+            for line in f:
+                key, _, value = line.partition(':')
+                key = key.strip()
+                if not key and fields:
+                    break                        # the end of the first processor's block
+                if key in ('cpu family', 'model', 'stepping') and key not in fields:
+                    fields[key] = value.strip()
+    except OSError:
+        return None
+    if 'cpu family' not in fields or 'model' not in fields:
+        return None
+    return 'family %s model %s stepping %s' % (fields['cpu family'], fields['model'],
+                                                fields.get('stepping', '?'))
+
+
 def device_record(device):
     """The Chainer device a run used: ``chainer_device`` ('@numpy', '@cupy:0'), ``kind`` and, on
-    the CPU, the processor (:func:`processor_name`), core count, convolution path (fastconv or
-    stock Chainer) and threads (``--threads``); on a GPU its name and whether cuDNN is used."""
+    the CPU, the processor (:func:`processor_name`, :func:`processor_id`), the OpenBLAS kernel
+    family (``fastconv.blas_core``), core count, convolution path (fastconv or stock Chainer) and
+    threads (``--threads``); on a GPU its name and whether cuDNN is used."""
     record = {'chainer_device': str(device)}
     if device.xp is np:
         import fastconv
-        record.update(kind='CPU', processor=processor_name(),
-                      cpus=os.cpu_count(),
+        record.update(kind='CPU', processor=processor_name(), processor_id=processor_id(),
+                      blas_core=fastconv.blas_core(), cpus=os.cpu_count(),
                       convolution='fastconv' if fastconv.enabled() else 'stock Chainer',
                       threads=fastconv._threads())
     else:
@@ -312,8 +335,10 @@ def record_differences(record, data=None, now=None):
         now: the present's record (compared: ``code``, ``versions``); None computes them.
 
     Compared: the code (git commit and uncommitted changes), the versions of Python, NumPy,
-    SciPy, Chainer and CuPy, and, with ``data``, the data file (size and SHA-256; another path
-    to the same bytes is not a difference).
+    SciPy, Chainer and CuPy, where ``now`` has a CPU ``device`` (a resume) the OpenBLAS kernel
+    family (``blas_core``: another one rounds differently, so the resumed run is not
+    bit-identical to an uninterrupted one), and, with ``data``, the data file (size and
+    SHA-256; another path to the same bytes is not a difference).
     """
     now = now or {'code': code_record(), 'versions': versions()}
     lines = []
@@ -328,6 +353,12 @@ def record_differences(record, data=None, now=None):
         if key in old_versions and old_versions[key] != now['versions'].get(key):
             lines.append(f'{name} {old_versions[key] or "absent"} when trained, '
                          f'{now["versions"].get(key) or "absent"} now; results may differ')
+    old_core = (record.get('device') or {}).get('blas_core')
+    new_core = (now.get('device') or {}).get('blas_core')
+    if old_core and new_core and old_core != new_core:
+        lines.append(f'OpenBLAS kernel {old_core} when trained, {new_core} now (another '
+                     f'processor generation): the same seed no longer gives bit-identical '
+                     f'weights')
     old_data = record.get('data') or {}
     if data is not None and old_data.get('sha256') and (
             old_data.get('sha256'), old_data.get('bytes')) != (data['sha256'], data['bytes']):
