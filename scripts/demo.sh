@@ -11,16 +11,16 @@
 # the full-protocol numbers are in reproduction/ (README, "Results").
 #
 # What it printed on the 2-core development machine (README, "Main job"), from a clean clone
-# after set-up, with two other training runs sharing the cores (load average 4.4): test error
-# 51.25 % at epoch 5, 41.25 % at 20, 32.50 % at 35, final 28.75 % at epoch 60 (chance: 90 %),
-# 3 min 42 s (data already generated; the generation adds about 6 s). With another seed the final
-# error was 36.25 % (best 28.75 %): one split of 80 clips moves by whole clips (1.25 % each).
+# after set-up, with two other training runs sharing the cores: test error 47.50 % at epoch 5,
+# 36.25 % at 20 and 35, final 30.00 % at epoch 60 (chance: 90 %), 2 min 56 s. On another
+# machine, at an earlier commit, the same seed ended at 28.75 %, another seed at 36.25 %:
+# one split of 80 clips moves by whole clips (1.25 % each).
 #
 #   ESC50_DIR  ESC-50 layout to read (default ../shared/data/ESC-50-esc10, the 400 ESC-10 clips)
 #   DATA       where esc_gen.py writes the npz files (default data/)
 #   EPOCHS     epochs (default 60)
 #   SEED       random seed (default 1; CPU training is bit-reproducible, so the same seed prints
-#              the same errors on any machine whose NumPy/BLAS computes the same sums)
+#              the same errors on any machine whose NumPy/OpenBLAS runs the same kernels)
 #   SAVE       output folder (default results/demo-<date-time>)
 set -euo pipefail
 cd "$(dirname "$0")/.."
