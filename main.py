@@ -414,10 +414,13 @@ def main(argv=None):
     progress = {'split': '?'}  # the split under way (run_training), for the stop messages
     world = mpi_world_size()
     if opt.communicator is None and world > 1:
-        if os.environ.get('OMPI_COMM_WORLD_RANK', os.environ.get('PMI_RANK', '0')) == '0':
-            print(f'{PROG}: error: started as {world} MPI processes without --communicator; '
-                  f'pass --communicator naive (CPU) or pure_nccl (GPUs), or run one process',
-                  file=sys.stderr)
+        # Rank 0 reports and fails the job; the others end quietly with 0, since a rank that
+        # fails first makes mpiexec kill rank 0 before its message is out.
+        if os.environ.get('OMPI_COMM_WORLD_RANK', os.environ.get('PMI_RANK', '0')) != '0':
+            return 0
+        print(f'{PROG}: error: started as {world} MPI processes without --communicator; '
+              f'pass --communicator naive (CPU) or pure_nccl (GPUs), or run one process',
+              file=sys.stderr, flush=True)
         return 2
     comm = None
     if opt.communicator is not None:
