@@ -16,6 +16,14 @@ import pytest
 import soundfile as sf
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def kernel_params(numba_module):
+    """``['numpy', 'numba']`` as parameters of a fixture that picks a CPU kernel; 'numba' is
+    skipped, saying why, where ``numba_module`` (the module's own ``numba``, None when it did not
+    import) is missing."""
+    return ['numpy', pytest.param('numba', marks=pytest.mark.skipif(
+        numba_module is None, reason='numba is not installed (requirements.txt installs it)'))]
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 

@@ -16,6 +16,7 @@ import chainer.links as L
 from chainer import gradient_check
 
 import fastconv
+from conftest import kernel_params
 
 RTOL = 1e-4
 
@@ -349,11 +350,7 @@ def _layout(x, channels_last):
         else np.ascontiguousarray(x)
 
 
-POOL_KERNELS = ['numpy', pytest.param('numba', marks=pytest.mark.skipif(
-    fastconv.numba is None, reason='numba is not installed (requirements.txt installs it)'))]
-
-
-@pytest.fixture(params=POOL_KERNELS)
+@pytest.fixture(params=kernel_params(fastconv.numba))
 def pool_kernel(request, monkeypatch):
     """Run the test with ``fastconv.POOL_KERNEL`` set to each max pooling kernel."""
     monkeypatch.setattr(fastconv, 'POOL_KERNEL', request.param)

@@ -9,12 +9,9 @@ import chainer
 
 import models
 import optimizer as fused
+from conftest import kernel_params
 
-KERNELS = ['numpy', pytest.param('numba', marks=pytest.mark.skipif(
-    fused.numba is None, reason='numba is not installed (requirements.txt installs it)'))]
-
-
-@pytest.fixture(params=KERNELS)
+@pytest.fixture(params=kernel_params(fused.numba))
 def kernel(request, monkeypatch):
     """Run the test with ``optimizer.KERNEL`` set to each CPU loop."""
     monkeypatch.setattr(fused, 'KERNEL', request.param)
