@@ -148,6 +148,9 @@ def _switch_mixing_off(monkeypatch):
     monkeypatch.setattr(intermix.Mixer, '__call__', lambda self, h: chainer.as_variable(h))
 
 
+# A planted bug may make the run diverge: NumPy's overflow warnings on the way are expected.
+@pytest.mark.filterwarnings('ignore:overflow encountered:RuntimeWarning',
+                            'ignore:invalid value encountered:RuntimeWarning')
 @pytest.mark.parametrize('plant', [_flip_loss_sign, _zero_gradients, _swap_mixing_weights,
                                    _switch_mixing_off], ids=lambda f: f.__name__.strip('_'))
 def test_the_check_fails_with_a_planted_bug(tone_data, tmp_path, capsys, monkeypatch, plant):
