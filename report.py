@@ -28,8 +28,9 @@ version on): per cell a table of the test error of each class per split (in repo
 confusion matrix summed over the splits, labelled with the class names.
 
 From each split's ``log.jsonl`` (when present), ``OUT/curves-<dataset>.png`` draws the test error
-against the epoch: one panel per network, one colour per learning method, one line per split, and
-with ``--paper`` the paper's error as a dashed line of the same colour.
+against the epoch: one panel per network, one colour per learning method (the mean over its splits
+as a line, their range shaded), and with ``--paper`` the paper's error as a dashed line of the
+same colour.
 """
 import csv
 import json
@@ -725,16 +726,34 @@ def collect_curves(cells):
     return curves
 
 
-# Line styles of splits 1, 2, ... in the curves (dashed is the paper's error).
-SPLIT_STYLES = ('-', ':', '-.', (0, (1, 3)), (0, (5, 1, 1, 1, 1, 1)))
+def mean_curve(runs):
+    """The mean test-error curve of one learning method over its splits.
+
+    ``runs`` is a list of ``(epochs, errors)`` pairs, one per split (:func:`read_curve`: epochs
+    ascending, errors in %). Returns ``(epochs, mean, low, high)``, NumPy arrays over the epochs
+    that every split tested (an unfinished split shortens the curve to its last test), with the
+    mean, lowest and highest error of the splits there; empty arrays when they share no epoch.
+    Raises ValueError for an empty ``runs``.
+    """
+    if not runs:
+        raise ValueError('mean_curve needs at least one split')
+    common = set(runs[0][0])
+    for epochs, _ in runs[1:]:
+        common &= set(epochs)
+    epochs = np.array(sorted(common), dtype=np.int64)
+    table = np.array([[dict(zip(e, err))[k] for k in epochs] for e, err in runs],
+                     dtype=np.float64).reshape(len(runs), len(epochs))
+    return epochs, table.mean(axis=0), table.min(axis=0), table.max(axis=0)
 
 
 def curve_figures(curves, out, with_paper):
     """Draw ``OUT/curves-<dataset>.png`` for each dataset of ``curves`` (:func:`collect_curves`).
 
-    One panel per (network, strong augmentation), one colour per learning method, one line per
-    split (a line style per split number); with ``with_paper`` the paper's error of the cell as a dashed horizontal line in the
-    method's colour. Returns the written file names.
+    One panel per (network, strong augmentation), one colour per learning method: the mean over
+    its splits (:func:`mean_curve`, labelled with the number of splits) as a line, the range of
+    the splits shaded; with ``with_paper`` the paper's error of the cell as a dashed horizontal
+    line in the method's colour. The legend stands right of the panels. Returns the written file
+    names.
     """
     if not curves:
         return []
@@ -744,30 +763,36 @@ def curve_figures(curves, out, with_paper):
     written = []
     for dataset in [d for d in DATASET_ORDER if d in curves]:
         panels = curves[dataset]
-        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+        fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), 4.5), squeeze=False)
         for ax, ((net, augment), lines) in zip(axes[0], panels.items()):
-            colours = {}
-            for learning, split, epochs, errors in lines:
-                colour = colours.setdefault(learning, f'C{len(colours)}')
-                style = SPLIT_STYLES[(int(split[len('split'):]) - 1) % len(SPLIT_STYLES)]
-                ax.plot(epochs, errors, color=colour, ls=style, lw=1, alpha=0.8,
-                        label=f'{learning} {split}')
-            if with_paper:
-                for learning, colour in colours.items():
+            methods = {}
+            for learning, _, epochs, errors in lines:
+                methods.setdefault(learning, []).append((epochs, errors))
+            for number, (learning, runs) in enumerate(methods.items()):
+                colour = f'C{number}'
+                epochs, mean, low, high = mean_curve(runs)
+                n = len(runs)
+                ax.plot(epochs, mean, color=colour, lw=1.2,
+                        label=f'{learning}: mean of {n} split{"s" if n > 1 else ""}')
+                if n > 1:
+                    ax.fill_between(epochs, low, high, color=colour, alpha=0.08, lw=0)
+                if with_paper:
                     paper = paper_cell(net, augment, learning, dataset)
                     if paper is not None:
                         ax.axhline(paper[0], color=colour, ls='--', lw=1,
                                    label=f'{learning}: paper {paper_text(paper)}')
-            ax.set_title(f'{row_label(net, augment, "").rstrip(" /")}, {dataset}')
+            ax.set_title(f'{row_label(net, augment, "").rstrip(" /")}, {dataset}: test error '
+                         f'(line: mean over splits, shaded: their range)', fontsize=9)
             ax.set_xlabel('epoch')
             ax.set_ylabel('test error (%)')
             ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         name = f'curves-{dataset}.png'
         utils.atomic_write(os.path.join(out, name),
-                           lambda tmp: fig.savefig(tmp, format='png', dpi=100), suffix='.png')
+                           lambda tmp: fig.savefig(tmp, format='png', dpi=100,
+                                                bbox_inches='tight'), suffix='.png')
         plt.close(fig)
         written.append(name)
     return written

@@ -301,6 +301,22 @@ def test_learning_curves_from_log_jsonl(tmp_path, capsys):
     assert not os.path.exists(os.path.join(out, 'curves-esc50.png'))
 
 
+def test_mean_curve_averages_the_splits_on_the_epochs_they_all_tested():
+    runs = [([10, 20, 30], [40.0, 20.0, 10.0]),
+            ([10, 20, 30], [60.0, 30.0, 20.0]),
+            ([10, 20], [50.0, 10.0])]                 # unfinished: its last test at epoch 20
+    epochs, mean, low, high = report.mean_curve(runs)
+    assert epochs.tolist() == [10, 20]
+    assert mean.tolist() == [50.0, 20.0]              # (40 + 60 + 50) / 3, (20 + 30 + 10) / 3
+    assert low.tolist() == [40.0, 10.0] and high.tolist() == [60.0, 30.0]
+    one = report.mean_curve([([5, 15], [30.0, 12.5])])
+    assert [a.tolist() for a in one] == [[5, 15], [30.0, 12.5], [30.0, 12.5], [30.0, 12.5]]
+    disjoint = report.mean_curve([([1], [10.0]), ([2], [20.0])])
+    assert all(a.size == 0 for a in disjoint)
+    with pytest.raises(ValueError, match='at least one split'):
+        report.mean_curve([])
+
+
 def test_a_damaged_log_jsonl_is_named_and_nothing_is_drawn(tmp_path, capsys):
     root = str(tmp_path)
     make_split(root, 'a', 1, error=20.0)
