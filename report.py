@@ -650,11 +650,15 @@ def bar_chart(records, path):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     datasets = [d for d in DATASET_ORDER if any(r['dataset'] == d for r in records)]
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets) + 1, 4.5),
-                             squeeze=False)
+    # Wide enough for every bar's two- or three-line label (about 0.9 inch a bar).
+    widths = [max(4.5, 0.9 * sum(r['dataset'] == d and r['mean_error'] is not None
+                                 for r in records)) for d in datasets]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(sum(widths) + 1, 4.5), squeeze=False,
+                             gridspec_kw={'width_ratios': widths})
     for ax, d in zip(axes[0], datasets):
         recs = [r for r in records if r['dataset'] == d and r['mean_error'] is not None]
-        labels = [f'{r["network"]}{" +aug" if r["strong_augment"] else ""}\n{r["learning"]}'
+        labels = [f'{r["network"]}{" +aug" if r["strong_augment"] else ""}\n'
+                  + r['learning'].replace(' ', '\n')  # 'intermix L=0,1,2' on two lines
                   + ('' if r['complete'] else f'\n({r["n_splits"]}/{r["n_folds"]} splits)')
                   for r in recs]
         xs = np.arange(len(recs))
@@ -669,7 +673,7 @@ def bar_chart(records, path):
         ax.set_xticks(xs)
         ax.set_xticklabels(labels, fontsize=7)
         ax.set_title(d)
-        ax.set_ylabel('test error (%), final epoch')
+        ax.set_ylabel('test error (%), final epoch, mean ± SE')
         ax.grid(axis='y', alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
