@@ -5,6 +5,7 @@
   (default ``<repo>/../shared/data/ESC-50-esc10``) and returns the DATA dir, so that
   ``DATA/esc10/wav44.npz``, ``DATA/esc10/wav16.npz`` and ``DATA/esc50/wav*.npz`` exist. Skipped,
   naming ESC50_DIR, when that folder is missing. Takes about 6 s.
+- :func:`kernel_params`: the 'numpy' / 'numba' parameters of a CPU-kernel fixture.
 - :func:`reference_decode`: an independent WAV decoder (Python's ``wave`` module, a RIFF parser,
   IMA / MS ADPCM decoders; no libsndfile), the reference of the generator tests.
 """
@@ -16,6 +17,11 @@ import pytest
 import soundfile as sf
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+ESC50_DIR = os.environ.get('ESC50_DIR') or os.path.normpath(
+    os.path.join(REPO_ROOT, '..', 'shared', 'data', 'ESC-50-esc10'))
 
 
 def kernel_params(numba_module):
@@ -24,11 +30,6 @@ def kernel_params(numba_module):
     import) is missing."""
     return ['numpy', pytest.param('numba', marks=pytest.mark.skipif(
         numba_module is None, reason='numba is not installed (requirements.txt installs it)'))]
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
-
-ESC50_DIR = os.environ.get('ESC50_DIR') or os.path.normpath(
-    os.path.join(REPO_ROOT, '..', 'shared', 'data', 'ESC-50-esc10'))
 
 
 def write_wav(path, samples, fs=44100, subtype='PCM_16'):
