@@ -650,13 +650,13 @@ def bar_chart(records, path):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     datasets = [d for d in DATASET_ORDER if any(r['dataset'] == d for r in records)]
+    bars = [[r for r in records if r['dataset'] == d and r['mean_error'] is not None]
+            for d in datasets]
     # Wide enough for every bar's two- or three-line label (about 0.9 inch a bar).
-    widths = [max(4.5, 0.9 * sum(r['dataset'] == d and r['mean_error'] is not None
-                                 for r in records)) for d in datasets]
+    widths = [max(4.5, 0.9 * len(recs)) for recs in bars]
     fig, axes = plt.subplots(1, len(datasets), figsize=(sum(widths) + 1, 4.5), squeeze=False,
                              gridspec_kw={'width_ratios': widths})
-    for ax, d in zip(axes[0], datasets):
-        recs = [r for r in records if r['dataset'] == d and r['mean_error'] is not None]
+    for ax, d, recs in zip(axes[0], datasets, bars):
         labels = [f'{r["network"]}{" +aug" if r["strong_augment"] else ""}\n'
                   + r['learning'].replace(' ', '\n')  # 'intermix L=0,1,2' on two lines
                   + ('' if r['complete'] else f'\n({r["n_splits"]}/{r["n_folds"]} splits)')
@@ -715,18 +715,18 @@ def read_curve(split_dir):
 def collect_curves(cells):
     """The test-error curves of every split of ``cells`` (see :func:`collect`) that has them.
 
-    Returns ``{dataset: {(network, strong augmentation): [(learning, 'split<k>', epochs,
-    errors)]}}`` from :func:`read_curve`, finished splits and unfinished ones alike. Raises
-    UserError (from :func:`read_curve`) for a damaged log.jsonl.
+    Returns ``{dataset: {(network, strong augmentation): {learning: [(epochs, errors)]}}}``, one
+    pair per split from :func:`read_curve` (split order), finished splits and unfinished ones
+    alike. Raises UserError (from :func:`read_curve`) for a damaged log.jsonl.
     """
     curves = {}
     for key in sorted(cells, key=_sort_key):
         net, augment, learning, dataset = key
-        for split, split_dir in sorted(cells[key]['split_dirs']):
+        for _, split_dir in sorted(cells[key]['split_dirs']):
             epochs, errors = read_curve(split_dir)
             if epochs:
-                curves.setdefault(dataset, {}).setdefault((net, augment), []).append(
-                    (learning, f'split{split}', epochs, errors))
+                curves.setdefault(dataset, {}).setdefault((net, augment), {}).setdefault(
+                    learning, []).append((epochs, errors))
     return curves
 
 
@@ -745,7 +745,8 @@ def mean_curve(runs):
     for epochs, _ in runs[1:]:
         common &= set(epochs)
     epochs = np.array(sorted(common), dtype=np.int64)
-    table = np.array([[dict(zip(e, err))[k] for k in epochs] for e, err in runs],
+    lookups = [dict(zip(*run)) for run in runs]  # epoch -> error, one per split
+    table = np.array([[lookup[k] for k in epochs] for lookup in lookups],
                      dtype=np.float64).reshape(len(runs), len(epochs))
     return epochs, table.mean(axis=0), table.min(axis=0), table.max(axis=0)
 
@@ -768,10 +769,7 @@ def curve_figures(curves, out, with_paper):
     for dataset in [d for d in DATASET_ORDER if d in curves]:
         panels = curves[dataset]
         fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), 4.5), squeeze=False)
-        for ax, ((net, augment), lines) in zip(axes[0], panels.items()):
-            methods = {}
-            for learning, _, epochs, errors in lines:
-                methods.setdefault(learning, []).append((epochs, errors))
+        for ax, ((net, augment), methods) in zip(axes[0], panels.items()):
             for number, (learning, runs) in enumerate(methods.items()):
                 colour = f'C{number}'
                 epochs, mean, low, high = mean_curve(runs)
